@@ -1,0 +1,231 @@
+"""FFCV datasets: write an ImageFolder tree to a .beton, describe it, and load views of it.
+
+A .beton written here has three fields, ``image`` (JPEG), ``label`` and ``index`` (the row
+number, so a batch can be joined to per-sample data). ``OUT.beton.json`` beside it holds the
+class names and the dataset fingerprint that teacher caches and prediction stores reference.
+"""
+import hashlib
+import json
+import os
+import sys
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import PctError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def scan_image_folder(src):
+    """Class names (sorted folder names) and [(path, label)] in sorted order."""
+    src = Path(src)
+    if not src.is_dir():
+        raise PctError(f"dataset folder not found: {src}")
+    classes = sorted(p.name for p in src.iterdir() if p.is_dir())
+    if not classes:
+        raise PctError(f"no class folders in {src}: expected one sub-folder per class")
+    samples = []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (src / name).iterdir()
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise PctError(f"class folder has no images: {src / name}")
+        samples.extend((str(p), label) for p in files)
+    return classes, samples
+
+
+def load_rgb(path):
+    """uint8 [H, W, 3] RGB of any PIL-readable image; transparency is composited on white."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _check_image(path):
+    try:
+        load_rgb(path)
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for bad files
+        return f"{path}: {exc}"
+    return None
+
+
+class _ImageFolderSamples:
+    """Indexable (image, label, index) rows for ffcv's DatasetWriter."""
+
+    def __init__(self, samples):
+        self.samples = samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path, label = self.samples[i]
+        return load_rgb(path), label, i
+
+
+def _progress_env():
+    # ffcv's writer always draws a tqdm bar; keep logs clean when stderr is not a terminal.
+    if not sys.stderr.isatty():
+        os.environ["TQDM_DISABLE"] = "1"
+
+
+def write_beton(src, out, max_resolution=256, jpeg_quality=90, workers=2, skip_bad=False):
+    """Write ImageFolder `src` to `out` (.beton) and `out`.json; returns the summary dict."""
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise PctError(f"output folder does not exist: {out.parent}")
+    classes, samples = scan_image_folder(src)
+    with Pool(max(1, workers)) as pool:
+        problems = pool.map(_check_image, [p for p, _ in samples], chunksize=64)
+    bad = [msg for msg in problems if msg is not None]
+    if bad and not skip_bad:
+        raise PctError(f"unreadable image {bad[0]} (use --skip-bad to leave such files out)")
+    kept = [s for s, msg in zip(samples, problems) if msg is None]
+    present = {label for _, label in kept}
+    missing = [classes[c] for c in range(len(classes)) if c not in present]
+    if missing:
+        raise PctError(f"class folder has no readable images: {Path(src) / missing[0]}")
+    _progress_env()
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    fields = {"image": RGBImageField(write_mode="jpg", max_resolution=max_resolution,
+                                     jpeg_quality=jpeg_quality),
+              "label": IntField(), "index": IntField()}
+    try:
+        DatasetWriter(str(partial), fields, num_workers=max(1, workers)).from_indexed_dataset(
+            _ImageFolderSamples(kept), chunksize=32)
+        labels = np.array([label for _, label in kept], np.int64)
+        info = {"classes": classes, "num_classes": len(classes), "num_samples": len(kept),
+                "skipped": len(bad), "source": str(Path(src).resolve()),
+                "fingerprint": fingerprint(labels, partial.stat().st_size, out)}
+        _write_json_atomic(Path(str(out) + ".json"), info)
+        os.replace(partial, out)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return info
+
+
+def fingerprint(labels, size, path):
+    """Dataset identity: resolved path, file size, sample count, sha256 of the int64 labels."""
+    return {"path": str(Path(path).resolve()), "size": int(size), "num_samples": int(len(labels)),
+            "labels_sha256": hashlib.sha256(np.ascontiguousarray(labels, np.int64).tobytes()).hexdigest()}
+
+
+def _write_json_atomic(path, obj):
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+class BetonInfo:
+    """What a .beton holds: labels int64 [N], image heights/widths [N], class names, fingerprint."""
+
+    def __init__(self, path):
+        from ffcv.reader import Reader
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise PctError(f"dataset file not found: {self.path}")
+        try:
+            reader = Reader(str(self.path))
+            meta = reader.metadata
+            fields = list(reader.field_names)
+        except (ValueError, OSError, IndexError, KeyError, TypeError) as exc:
+            raise PctError(f"not a readable .beton file: {self.path} ({exc})") from None
+        if not {"image", "label", "index"} <= set(fields):
+            raise PctError(f"{self.path} lacks the image/label/index fields written by "
+                           f"`pct write-dataset` (it has {sorted(fields)})")
+        self.num_samples = int(reader.num_samples)
+        column = {name: f"f{i}" for i, name in enumerate(fields)}  # ffcv names columns f0, f1, ...
+        self.labels = np.asarray(meta[column["label"]], np.int64).reshape(-1)
+        self.heights = np.asarray(meta[column["image"]]["height"], np.int64)
+        self.widths = np.asarray(meta[column["image"]]["width"], np.int64)
+        side = Path(str(self.path) + ".json")
+        extra = json.loads(side.read_text()) if side.is_file() else {}
+        self.classes = extra.get("classes")
+        self.num_classes = int(extra.get("num_classes", int(self.labels.max()) + 1))
+        self.fingerprint = fingerprint(self.labels, self.path.stat().st_size, self.path)
+
+
+class ViewLoader:
+    """Batches (images float32 [B, 3, R, R] normalised, labels int64 [B], indices int64 [B]).
+
+    Every image of an epoch is the view set by `set_view` (or the eval view). Order is
+    `sequential` or `random` (seeded by `seed` and the epoch; with `distributed`, ffcv emulates
+    torch's DistributedSampler). `indices` restricts the loader to those rows, in that order.
+    Returned tensors are fresh; the loader's buffers are not exposed.
+    """
+
+    def __init__(self, path, batch_size, resolution, workers=2, view_seed=0, scale=None,
+                 ratio=None, eval_view=False, crop_ratio=None, order="sequential", seed=0,
+                 distributed=False, indices=None, drop_last=False, device="cpu"):
+        from ffcv.fields.basics import IntDecoder
+        from ffcv.loader import Loader, OrderOption
+        from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
+
+        from . import views
+
+        self.device = torch.device(device)
+        self.decoder = views.ViewDecoder(
+            (resolution, resolution), view_seed=view_seed, scale=scale or views.DEFAULT_SCALE,
+            ratio=ratio or views.DEFAULT_RATIO, eval_view=eval_view,
+            crop_ratio=crop_ratio or views.DEFAULT_CROP_RATIO)
+        to_device = [ToDevice(self.device, non_blocking=True)] if self.device.type == "cuda" else []
+        int_pipe = [IntDecoder(), ToTensor(), Squeeze(), *to_device]
+        self.loader = Loader(
+            str(path), batch_size=batch_size, num_workers=max(1, workers),
+            order=OrderOption.RANDOM if order == "random" else OrderOption.SEQUENTIAL,
+            distributed=distributed, seed=seed, drop_last=drop_last,
+            indices=None if indices is None else np.asarray(indices, np.int64),
+            pipelines={"image": [self.decoder, ToTensor(), *to_device, ToTorchImage()],
+                       "label": int_pipe, "index": list(int_pipe)})
+        self.mean = torch.tensor(views.IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(views.IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self.epoch = 0
+
+    def set_view(self, view):
+        self.decoder.set_view(view)
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def order(self, epoch=None):
+        """int64 [len(self) * batch_size or fewer]: the rows this process visits in `epoch`."""
+        epoch = self.epoch if epoch is None else epoch
+        rows = np.asarray(self.loader.traversal_order.sample_order(epoch), np.int64)
+        if self.loader.drop_last:
+            rows = rows[:len(self) * self.loader.batch_size]
+        return rows
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        self.loader.next_epoch = self.epoch
+        for images, labels, indices in self.loader:
+            images = (images.float() - self.mean) / self.std
+            yield images, labels.clone().long(), indices.clone().long()
+
+
+def raw_images(path, rows):
+    """uint8 JPEG bytes of each row (for the reference decoder in tests)."""
+    from ffcv.reader import Reader
+
+    reader = Reader(str(path))
+    column = f"f{list(reader.field_names).index('image')}"
+    data = np.memmap(str(path), dtype=np.uint8, mode="r")
+    sizes = dict(zip(reader.alloc_table["ptr"].tolist(), reader.alloc_table["size"].tolist()))
+    ptrs = reader.metadata[column]["data_ptr"]
+    return [np.array(data[int(ptrs[r]):int(ptrs[r]) + sizes[int(ptrs[r])]]) for r in rows]

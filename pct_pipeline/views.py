@@ -1,0 +1,200 @@
+"""§Views: deterministic augmentation shared by precompute and train.
+
+A view ``v`` of sample ``i`` is a RandomResizedCrop box plus a horizontal flip given by
+``params(view_seed, v, i, H, W, ...)``, a pure function built on a counter-based hash
+(splitmix64). The FFCV decoder below computes the same box inside the loader, so the pixels
+of (view_seed, v, i) are identical whatever the order, batch size, worker count or process.
+The evaluation view is a deterministic centre crop (ratio 224/256 by default) without flip.
+"""
+import ctypes
+import math
+
+import numpy as np
+from numba import njit
+
+from ffcv.fields.rgb_image import IMAGE_MODES, ResizedCropRGBImageDecoder
+from ffcv.libffcv import imdecode, lib, resize_crop
+from ffcv.pipeline.compiler import Compiler
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+DEFAULT_SCALE = (0.08, 1.0)
+DEFAULT_RATIO = (3 / 4, 4 / 3)
+DEFAULT_CROP_RATIO = 224 / 256
+
+
+
+@njit(cache=False)
+def splitmix64(x):
+    """One step of splitmix64 on a uint64; wraps modulo 2**64."""
+    z = np.uint64(x) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=False)
+def _uniform(key, counter):
+    """A float64 in [0, 1) drawn from (key, counter)."""
+    bits = splitmix64(key ^ splitmix64(np.uint64(counter)))
+    return np.float64(bits >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=False)
+def params(view_seed, view, index, height, width, scale_lo, scale_hi, ratio_lo, ratio_hi):
+    """RandomResizedCrop box and flip of (view_seed, view, index) for an image of height x width.
+
+    The algorithm is torchvision's RandomResizedCrop.get_params (10 tries, then a centre
+    crop clipped to the ratio range) with its random draws replaced by a hash of the key.
+    Returns (top, left, crop_height, crop_width, flip) as int64.
+    """
+    key = splitmix64(splitmix64(splitmix64(np.uint64(view_seed)) ^ np.uint64(view)) ^ np.uint64(index))
+    flip = np.int64(1) if _uniform(key, 100) < 0.5 else np.int64(0)
+    area = np.float64(height) * np.float64(width)
+    log_lo = math.log(ratio_lo)
+    log_hi = math.log(ratio_hi)
+    for attempt in range(10):
+        target_area = area * (scale_lo + (scale_hi - scale_lo) * _uniform(key, 2 * attempt))
+        aspect = math.exp(log_lo + (log_hi - log_lo) * _uniform(key, 2 * attempt + 1))
+        w = np.int64(math.floor(math.sqrt(target_area * aspect) + 0.5))
+        h = np.int64(math.floor(math.sqrt(target_area / aspect) + 0.5))
+        if 0 < w <= width and 0 < h <= height:
+            top = min(np.int64(_uniform(key, 50) * (height - h + 1)), height - h)
+            left = min(np.int64(_uniform(key, 51) * (width - w + 1)), width - w)
+            return top, left, h, w, flip
+    in_ratio = np.float64(width) / np.float64(height)
+    if in_ratio < ratio_lo:
+        w = np.int64(width)
+        h = np.int64(math.floor(w / ratio_lo + 0.5))
+    elif in_ratio > ratio_hi:
+        h = np.int64(height)
+        w = np.int64(math.floor(h * ratio_hi + 0.5))
+    else:
+        w = np.int64(width)
+        h = np.int64(height)
+    return (height - h) // 2, (width - w) // 2, h, w, flip
+
+
+@njit(cache=False)
+def eval_params(height, width, crop_ratio):
+    """Centre crop of side int(crop_ratio * min(H, W)) (ffcv-imagenet's eval view), no flip."""
+    side = np.int64(crop_ratio * min(height, width))
+    side = max(side, np.int64(1))
+    return (height - side) // 2, (width - side) // 2, side, side, np.int64(0)
+
+
+def crop_boxes(view_seed, view, heights, widths, scale=DEFAULT_SCALE, ratio=DEFAULT_RATIO,
+               eval_view=False, crop_ratio=DEFAULT_CROP_RATIO, indices=None):
+    """int32 [n, 5] (top, left, height, width, flip) of one view for samples `indices`."""
+    indices = np.arange(len(heights)) if indices is None else np.asarray(indices)
+    out = np.empty((len(indices), 5), np.int32)
+    for row, i in enumerate(indices):
+        h, w = int(heights[i]), int(widths[i])
+        if eval_view:
+            out[row] = eval_params(h, w, crop_ratio)
+        else:
+            out[row] = params(view_seed, view, int(i), h, w, scale[0], scale[1], ratio[0], ratio[1])
+    return out
+
+
+_copy_bytes = lib.my_memcpy
+_copy_bytes.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64]
+
+
+class ViewDecoder(ResizedCropRGBImageDecoder):
+    """FFCV decoder: JPEG decode, crop box of the current view, resize, flip.
+
+    The view index lives in a one-element array read at run time through its address, so
+    ``set_view`` changes the view between epochs without recompiling the pipeline.
+    """
+
+    def __init__(self, output_size, view_seed=0, scale=DEFAULT_SCALE, ratio=DEFAULT_RATIO,
+                 eval_view=False, crop_ratio=DEFAULT_CROP_RATIO):
+        super().__init__(output_size)
+        self.view_seed = int(view_seed)
+        self.scale = tuple(float(s) for s in scale)
+        self.ratio = tuple(float(r) for r in ratio)
+        self.eval_view = bool(eval_view)
+        self.crop_ratio = float(crop_ratio)
+        self.view_cell = np.zeros(1, np.int64)
+
+    def set_view(self, view):
+        self.view_cell[0] = int(view)
+
+    def get_crop_generator(self):  # the box comes from params(); ffcv's hook is unused
+        return None
+
+    def generate_code(self):
+        jpg = IMAGE_MODES['jpg']
+        mem_read = self.memory_read
+        my_range = Compiler.get_iterator()
+        imdecode_c = Compiler.compile(imdecode)
+        resize_crop_c = Compiler.compile(resize_crop)
+        copy_bytes = _copy_bytes
+        view_addr = self.view_cell.ctypes.data
+        view_seed, eval_view, crop_ratio = self.view_seed, self.eval_view, self.crop_ratio
+        s_lo, s_hi = self.scale
+        r_lo, r_hi = self.ratio
+        box_of, eval_box_of = params, eval_params
+
+        def decode(batch_indices, my_storage, metadata, storage_state):
+            destination, temp_storage = my_storage
+            view_now = np.zeros(1, np.int64)
+            copy_bytes(view_addr, view_now.ctypes.data, 8)
+            view = view_now[0]
+            for dst_ix in my_range(len(batch_indices)):
+                source_ix = batch_indices[dst_ix]
+                field = metadata[source_ix]
+                image_data = mem_read(field['data_ptr'], storage_state)
+                height = np.uint32(field['height'])
+                width = np.uint32(field['width'])
+                if field['mode'] == jpg:
+                    temp_buffer = temp_storage[dst_ix]
+                    imdecode_c(image_data, temp_buffer, height, width, height, width,
+                               0, 0, 1, 1, False, False)
+                    temp_buffer = temp_buffer.reshape(-1)[:3 * height * width]
+                    temp_buffer = temp_buffer.reshape(height, width, 3)
+                else:
+                    temp_buffer = image_data.reshape(height, width, 3)
+                if eval_view:
+                    top, left, h, w, flip = eval_box_of(np.int64(height), np.int64(width), crop_ratio)
+                else:
+                    top, left, h, w, flip = box_of(view_seed, view, np.int64(source_ix),
+                                                   np.int64(height), np.int64(width),
+                                                   s_lo, s_hi, r_lo, r_hi)
+                out = destination[dst_ix]
+                resize_crop_c(temp_buffer, top, top + h, left, left + w, out)
+                if flip:
+                    out_w = out.shape[1]
+                    for col in range(out_w // 2):
+                        for row in range(out.shape[0]):
+                            for ch in range(3):
+                                a = out[row, col, ch]
+                                out[row, col, ch] = out[row, out_w - 1 - col, ch]
+                                out[row, out_w - 1 - col, ch] = a
+            return destination[:len(batch_indices)]
+
+        decode.is_parallel = True
+        return decode
+
+
+def decode_jpeg(jpeg_bytes):
+    """uint8 [H, W, 3] RGB decoded by OpenCV (independent of the loader's libjpeg-turbo call)."""
+    import cv2
+
+    bgr = cv2.imdecode(np.asarray(jpeg_bytes, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def reference_pixels(image, box, output_size):
+    """numpy/OpenCV reference of the decoder after decoding: crop box, resize, flip.
+
+    image: uint8 [H, W, 3] RGB; box: (top, left, h, w, flip); returns uint8 [H_out, W_out, 3].
+    The loader resizes with OpenCV's INTER_AREA (ffcv's resize_crop), so the reference does too.
+    """
+    import cv2
+
+    top, left, h, w, flip = (int(b) for b in box)
+    crop = np.ascontiguousarray(image[top:top + h, left:left + w])
+    out = cv2.resize(crop, (output_size[1], output_size[0]), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(out[:, ::-1]) if flip else out
