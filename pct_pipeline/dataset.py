@@ -72,10 +72,14 @@ class _ImageFolderSamples:
         return load_rgb(path), label, i
 
 
-def _progress_env():
-    # ffcv's writer always draws a tqdm bar; keep logs clean when stderr is not a terminal.
-    if not sys.stderr.isatty():
-        os.environ["TQDM_DISABLE"] = "1"
+def _quiet_writer_off_tty():
+    # ffcv's writer always draws a tqdm bar; draw it only when stderr is a terminal.
+    import functools
+
+    import ffcv.writer
+    from tqdm import tqdm
+
+    ffcv.writer.tqdm = functools.partial(tqdm, disable=not sys.stderr.isatty())
 
 
 def write_beton(src, out, max_resolution=256, jpeg_quality=90, workers=2, skip_bad=False):
@@ -97,7 +101,7 @@ def write_beton(src, out, max_resolution=256, jpeg_quality=90, workers=2, skip_b
     missing = [classes[c] for c in range(len(classes)) if c not in present]
     if missing:
         raise PctError(f"class folder has no readable images: {Path(src) / missing[0]}")
-    _progress_env()
+    _quiet_writer_off_tty()
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     fields = {"image": RGBImageField(write_mode="jpg", max_resolution=max_resolution,
                                      jpeg_quality=jpeg_quality),

@@ -1,0 +1,57 @@
+"""The `pct` command line: a click group whose commands live beside their stages.
+
+Each command parses its options into a frozen config and calls the stage's ``run(cfg)``.
+Commands are imported only when invoked, so `pct analyze` never pays for torch or ffcv.
+User mistakes (PctError, click usage errors) end as one line on stderr and exit status 2.
+"""
+import importlib
+import sys
+
+import click
+
+from . import __version__
+from .errors import PctError
+
+COMMANDS = {
+    "write-dataset": "pct_pipeline.dataset_command:write_dataset",
+    "precompute-teachers": "pct_pipeline.precompute.command:precompute_teachers",
+    "train": "pct_pipeline.train.command:train",
+    "evaluate": "pct_pipeline.train.command:evaluate",
+    "analyze": "pct_pipeline.analyze.command:analyze",
+    "models": "pct_pipeline.models_command:models",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="pct")
+def cli():
+    """Positive-congruent training: precompute teacher logits once, train against them,
+    analyze negative flips."""
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="pct", standalone_mode=False)
+    except PctError as exc:
+        click.echo(f"pct: error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("pct: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"pct: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,37 @@
+"""`pct write-dataset SRC_DIR OUT.beton`."""
+import time
+from dataclasses import asdict, dataclass
+
+import click
+
+
+@dataclass(frozen=True)
+class WriteConfig:
+    src: str
+    out: str
+    max_resolution: int = 256
+    jpeg_quality: int = 90
+    workers: int = 2
+    skip_bad: bool = False
+
+
+@click.command("write-dataset")
+@click.argument("src", type=click.Path())
+@click.argument("out", type=click.Path())
+@click.option("--max-resolution", type=click.IntRange(min=8), default=WriteConfig.max_resolution,
+              show_default=True, help="Longer side is resized down to at most this.")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=WriteConfig.jpeg_quality,
+              show_default=True)
+@click.option("-j", "--workers", type=click.IntRange(min=1), default=WriteConfig.workers,
+              show_default=True)
+@click.option("--skip-bad", is_flag=True, help="Leave unreadable images out (counted) instead of stopping.")
+def write_dataset(**options):
+    """Convert an ImageFolder tree SRC (one sub-folder per class) into an FFCV .beton OUT."""
+    from .dataset import write_beton
+
+    cfg = WriteConfig(**options)
+    start = time.perf_counter()
+    info = write_beton(**asdict(cfg))
+    click.echo(f"wrote {cfg.out}: {info['num_samples']} images, {info['num_classes']} classes, "
+               f"{info['skipped']} skipped, {info['fingerprint']['size'] / 2**20:.1f} MiB, "
+               f"{time.perf_counter() - start:.1f} s")

@@ -1,0 +1,175 @@
+"""§Store: the Zarr v3 format of teacher caches and prediction stores.
+
+A store is a group ``NAME.zarr`` with ``logits`` [V, N, C], ``labels`` [N], ``crops`` [V, N, 5],
+optional ``features`` [V, N, D] and ``member_logits`` [M, V, N, C], and ``done`` [V, S]: one
+completion marker per (view, shard). Arrays are chunked (1, R, ·) with R·C·itemsize ≈ 1 MiB
+and sharded along N in blocks of ``shard_rows`` rows; a writer owns whole (view, shard) units,
+writes every array's rows of the unit, then sets its marker. Consumers refuse a store with a
+false marker. Every chunk carries a checksum, so a corrupted chunk fails loudly on read.
+"""
+import math
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+from .errors import PctError
+
+SCHEMA_VERSION = 1
+CHUNK_BYTES = 1 << 20
+CHUNKS_PER_SHARD = 16
+KINDS = ("teacher-cache", "predictions")
+
+
+def chunk_rows(row_bytes, num_samples):
+    """Rows per chunk so that a chunk holds about 1 MiB (at least one row, at most N)."""
+    return int(max(1, min(num_samples, CHUNK_BYTES // max(1, row_bytes))))
+
+
+def create_store(path, *, kind, labels, num_classes, views, attributes, dtype="float16",
+                 feature_dim=None, members=None, chunks_per_shard=CHUNKS_PER_SHARD):
+    """Create an empty store (every marker false) and return its layout as a dict."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown store kind {kind!r}")
+    labels = np.asarray(labels, np.int64)
+    n, c, dtype = len(labels), int(num_classes), np.dtype(dtype)
+    widest = max(c, feature_dim or 0)
+    rows = chunk_rows(widest * dtype.itemsize, n)
+    shard_rows = rows * chunks_per_shard
+    num_shards = math.ceil(n / shard_rows)
+    attrs = dict(attributes, schema_version=SCHEMA_VERSION, kind=kind, num_samples=n,
+                 num_classes=c, views=int(views), chunk_rows=rows, shard_rows=shard_rows,
+                 num_shards=num_shards)
+    group = zarr.create_group(store=str(path), overwrite=True, attributes=attrs)
+    data = dict(compressors=[ZstdCodec(level=1, checksum=True)])
+    group.create_array("labels", data=labels, chunks=(n,), dimension_names=["sample"], **data)
+    group.create_array("logits", shape=(views, n, c), dtype=dtype, chunks=(1, rows, c),
+                       shards=(1, shard_rows, c), dimension_names=["view", "sample", "class"],
+                       fill_value=0, **data)
+    group.create_array("crops", shape=(views, n, 5), dtype="int32", chunks=(1, shard_rows, 5),
+                       dimension_names=["view", "sample", "box"], fill_value=0, **data)
+    if feature_dim:
+        group.create_array("features", shape=(views, n, feature_dim), dtype=dtype,
+                           chunks=(1, rows, feature_dim), shards=(1, shard_rows, feature_dim),
+                           dimension_names=["view", "sample", "feature"], fill_value=0, **data)
+    if members:
+        group.create_array("member_logits", shape=(members, views, n, c), dtype=dtype,
+                           chunks=(1, 1, rows, c), shards=(1, 1, shard_rows, c),
+                           dimension_names=["member", "view", "sample", "class"],
+                           fill_value=0, **data)
+    # One chunk per marker: writers of different units never share a chunk.
+    group.create_array("done", shape=(views, num_shards), dtype="bool", chunks=(1, 1),
+                       fill_value=False, dimension_names=["view", "shard"])
+    return attrs
+
+
+def write_unit(path, view, shard, *, logits, crops, features=None, member_logits=None):
+    """Write the rows of (view, shard) of every array, then mark the unit done.
+
+    logits [rows, C], crops int32 [rows, 5], features [rows, D], member_logits [M, rows, C],
+    where rows are the shard's rows in order. Data goes in before the marker, so a unit
+    interrupted half-way stays not-done and is written again on resume.
+    """
+    group = zarr.open_group(str(path), mode="r+")
+    lo, hi = shard_bounds(group.attrs.asdict(), shard)
+    group["logits"][view, lo:hi] = logits
+    group["crops"][view, lo:hi] = crops
+    if features is not None:
+        group["features"][view, lo:hi] = features
+    if member_logits is not None:
+        group["member_logits"][:, view, lo:hi] = member_logits
+    group["done"][view, shard] = True
+
+
+def shard_bounds(attrs, shard):
+    lo = shard * attrs["shard_rows"]
+    return lo, min(lo + attrs["shard_rows"], attrs["num_samples"])
+
+
+def describe_missing(done):
+    """'view v shard s' of the first few false markers, for error messages."""
+    missing = np.argwhere(~np.asarray(done, bool))
+    shown = ", ".join(f"view {v} shard {s}" for v, s in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    return f"{len(missing)} of {np.asarray(done).size} units not written ({shown}{more})"
+
+
+class Store:
+    """A validated, read-only store. Arrays are read lazily; a view is read chunk by chunk."""
+
+    def __init__(self, path, group):
+        self.path = Path(path)
+        self.group = group
+        self.attrs = group.attrs.asdict()
+        self.kind = self.attrs["kind"]
+        self.num_samples = int(self.attrs["num_samples"])
+        self.num_classes = int(self.attrs["num_classes"])
+        self.views = int(self.attrs["views"])
+        self.chunk_rows = int(self.attrs["chunk_rows"])
+        self.has_features = "features" in group
+        self.feature_dim = int(group["features"].shape[-1]) if self.has_features else None
+
+    @property
+    def labels(self):
+        return self._read("labels", ())
+
+    def logits(self, view=0):
+        """[N, C] logits of one view, in the store's dtype."""
+        return self._read("logits", (view,))
+
+    def features(self, view=0):
+        return self._read("features", (view,))
+
+    def crops(self, view=0):
+        return self._read("crops", (view,))
+
+    def member_logits(self, member, view=0):
+        return self._read("member_logits", (member, view))
+
+    def iter_rows(self, name, view, block_rows=None):
+        """Yield (start, block [rows, ·]) of one view's array, contiguously, chunk-aligned."""
+        array = self.group[name]
+        step = block_rows or self.chunk_rows
+        for lo in range(0, self.num_samples, step):
+            hi = min(lo + step, self.num_samples)
+            yield lo, self._checked(lambda: array[view, lo:hi], name)
+
+    def _read(self, name, prefix):
+        if name not in self.group:
+            raise PctError(f"store {self.path} has no '{name}' array")
+        array = self.group[name]
+        return self._checked(lambda: array[prefix] if prefix else array[...], name)
+
+    def _checked(self, read, name):
+        try:
+            return read()
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise PctError(f"store {self.path}: array '{name}' is unreadable or corrupted "
+                           f"({type(exc).__name__}: {exc})") from None
+
+
+def open_store(path, kind=None, require_complete=True):
+    """Open and validate a store: a Zarr group of our schema, of `kind`, every unit done."""
+    path = Path(path)
+    if not path.exists():
+        raise PctError(f"store not found: {path}")
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        attrs = group.attrs.asdict()
+    except (FileNotFoundError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise PctError(f"not a Zarr store: {path} ({type(exc).__name__})") from None
+    if attrs.get("schema_version") != SCHEMA_VERSION or attrs.get("kind") not in KINDS:
+        raise PctError(f"not a pct store: {path} (schema_version={attrs.get('schema_version')!r},"
+                       f" kind={attrs.get('kind')!r})")
+    missing = [name for name in ("labels", "logits", "crops", "done") if name not in group]
+    if missing:
+        raise PctError(f"store {path} lacks array '{missing[0]}'")
+    if kind is not None and attrs["kind"] != kind:
+        raise PctError(f"store {path} is a {attrs['kind']} store, expected {kind}")
+    if require_complete:
+        done = group["done"][...]
+        if not done.all():
+            raise PctError(f"incomplete store {path}: {describe_missing(done)}; "
+                           f"rerun the command that made it to finish it")
+    return Store(path, group)
