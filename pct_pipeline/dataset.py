@@ -177,7 +177,7 @@ class ViewLoader:
                  distributed=False, indices=None, drop_last=False, device="cpu"):
         from ffcv.fields.basics import IntDecoder
         from ffcv.loader import Loader, OrderOption
-        from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
+        from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
         from . import views
 
@@ -187,7 +187,7 @@ class ViewLoader:
             ratio=ratio or views.DEFAULT_RATIO, eval_view=eval_view,
             crop_ratio=crop_ratio or views.DEFAULT_CROP_RATIO)
         to_device = [ToDevice(self.device, non_blocking=True)] if self.device.type == "cuda" else []
-        int_pipe = [IntDecoder(), ToTensor(), Squeeze(), *to_device]
+        int_pipe = [IntDecoder(), ToTensor(), *to_device]
         self.loader = Loader(
             str(path), batch_size=batch_size, num_workers=max(1, workers),
             order=OrderOption.RANDOM if order == "random" else OrderOption.SEQUENTIAL,
@@ -220,7 +220,7 @@ class ViewLoader:
         self.loader.next_epoch = self.epoch
         for images, labels, indices in self.loader:
             images = (images.float() - self.mean) / self.std
-            yield images, labels.clone().long(), indices.clone().long()
+            yield images, labels.reshape(-1).clone(), indices.reshape(-1).clone()
 
 
 def raw_images(path, rows):

@@ -1,0 +1,75 @@
+"""Shared test data: a small real digits ImageFolder, .beton files written by our writer, and
+a teacher checkpoint. Built once per test session; tests must not modify them."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "data"))
+
+
+def subset_tree(src, dst, per_class):
+    """Copy the first `per_class` images of every class folder of `src` into `dst`."""
+    import shutil
+
+    for class_dir in sorted(Path(src).iterdir()):
+        (dst / class_dir.name).mkdir(parents=True)
+        for image in sorted(class_dir.iterdir())[:per_class]:
+            shutil.copy(image, dst / class_dir.name / image.name)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def digits_tree(tmp_path_factory):
+    """The full digits ImageFolder (train/ 1257, val/ 540) at 32 px."""
+    import build_digits
+
+    out = tmp_path_factory.mktemp("digits")
+    build_digits.build(out, size=32)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_tree(digits_tree, tmp_path_factory):
+    """12 training images per class (120 in all): small enough for fast loaders."""
+    return subset_tree(digits_tree / "train", tmp_path_factory.mktemp("small") / "train", 12)
+
+
+@pytest.fixture(scope="session")
+def train_beton(small_tree, tmp_path_factory):
+    from pct_pipeline.dataset import write_beton
+
+    out = tmp_path_factory.mktemp("beton") / "train.beton"
+    write_beton(small_tree, out, max_resolution=32, workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def val_beton(digits_tree, tmp_path_factory):
+    from pct_pipeline.dataset import write_beton
+
+    val = subset_tree(digits_tree / "val", tmp_path_factory.mktemp("valsub") / "val", 8)
+    out = tmp_path_factory.mktemp("beton") / "val.beton"
+    write_beton(val, out, max_resolution=32, workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def teacher_ckpt(tmp_path_factory):
+    """A randomly initialised cnn_small (10 classes) saved as `pct train` saves models."""
+    from pct_pipeline.models import build_model, save_atomic
+
+    torch.manual_seed(0)
+    model = build_model("cnn_small", 10)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    save_atomic({"model": model.state_dict(), "arch": "cnn_small", "num_classes": 10}, path)
+    return path
+
+
+def run_pct(*args, env=None, timeout=600):
+    """Run the real `pct` console script; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "pct_pipeline", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=timeout)
