@@ -169,7 +169,8 @@ class ViewLoader:
     Every image of an epoch is the view set by `set_view` (or the eval view). Order is
     `sequential` or `random` (seeded by `seed` and the epoch; with `distributed`, ffcv emulates
     torch's DistributedSampler). `indices` restricts the loader to those rows, in that order.
-    Returned tensors are fresh; the loader's buffers are not exposed.
+    Returned tensors are fresh; the loader's buffers are not exposed. Images and labels are on
+    `device`; indices stay on the CPU (they drive the join and never enter the model).
     """
 
     def __init__(self, path, batch_size, resolution, workers=2, view_seed=0, scale=None,
@@ -194,7 +195,7 @@ class ViewLoader:
             distributed=distributed, seed=seed, drop_last=drop_last,
             indices=None if indices is None else np.asarray(indices, np.int64),
             pipelines={"image": [self.decoder, ToTensor(), *to_device, ToTorchImage()],
-                       "label": int_pipe, "index": list(int_pipe)})
+                       "label": int_pipe, "index": [IntDecoder(), ToTensor()]})
         self.mean = torch.tensor(views.IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(views.IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         self.epoch = 0

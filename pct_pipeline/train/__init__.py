@@ -1,0 +1,1 @@
+"""Training stage: `pct train` (DDP-ready loop, losses, cached-teacher join)."""

@@ -1,0 +1,108 @@
+"""Where distillation targets come from: the teacher cache, or teachers run in the step.
+
+Both give, for a batch, (old_logits [B, C] float32, old_features [B, D] float32 or None), so the
+training step does not care which one it has. `OnlineTeachers` exists to prove that the cache
+changes nothing and to measure what it saves.
+"""
+import torch
+
+from .. import models
+from ..errors import PctError
+from ..store import open_store
+from .join import EpochTargets
+
+
+def open_cache(path, beton, num_classes, need_features):
+    """Open a teacher cache and check it against the training data; returns the Store."""
+    cache = open_store(path, kind="teacher-cache")
+    fp, have = beton.fingerprint, cache.attrs.get("dataset", {})
+    for key in ("num_samples", "labels_sha256", "size"):
+        if have.get(key) != fp[key]:
+            raise PctError(f"teacher cache {path} was made from other data: dataset {key} "
+                           f"{have.get(key)!r} in the cache, {fp[key]!r} in {beton.path}")
+    if cache.num_classes != num_classes:
+        raise PctError(f"teacher cache {path} has {cache.num_classes} classes, the model "
+                       f"has {num_classes}")
+    if cache.attrs.get("eval_view"):
+        raise PctError(f"teacher cache {path} holds the eval view only; training needs a cache "
+                       f"made without --eval-view")
+    if need_features and not cache.has_features:
+        raise PctError(f"--kd-loss-mode cna needs teacher features, but {path} has none "
+                       f"(make it with precompute-teachers --store-features)")
+    return cache
+
+
+class CachedTeachers:
+    """Targets from the cache: view = epoch mod V, prefetched one epoch ahead."""
+
+    def __init__(self, cache, loader, with_features):
+        self.cache, self.loader, self.with_features = cache, loader, with_features
+        self.pending = {}
+
+    def view_of(self, epoch):
+        return epoch % self.cache.views
+
+    def _start(self, epoch):
+        if epoch not in self.pending:
+            self.pending[epoch] = EpochTargets(self.cache, self.view_of(epoch),
+                                               self.loader.order(epoch),
+                                               self.loader.loader.batch_size, self.with_features)
+
+    def begin_epoch(self, epoch, last_epoch):
+        self._start(epoch)
+        current = self.pending.pop(epoch).wait()
+        if epoch + 1 < last_epoch:
+            self._start(epoch + 1)  # read the next view while this epoch trains
+        self.current = current
+
+    def targets(self, step, images, indices):
+        return self.current.batch(step, indices, images.device)
+
+
+class OnlineTeachers:
+    """Targets computed by running the teacher(s) on the batch: the mean of their outputs."""
+
+    def __init__(self, specs, num_classes, device, channels_last, with_features):
+        self.members = []
+        for arch, path in specs:
+            model, _ = models.load_model(arch, path, num_classes)
+            model = model.to(device)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            self.members.append(model)
+        self.with_features = with_features
+        self.view_of = lambda epoch: epoch
+
+    def begin_epoch(self, epoch, last_epoch):
+        pass
+
+    @torch.inference_mode()
+    def targets(self, step, images, indices):
+        logits, features = [], []
+        for model in self.members:
+            with models.FeatureTap(model) as tap:
+                logits.append(models.main_logits(model(images)).float())
+            features.append(tap.features.float())
+        mean_logits = torch.stack(logits).mean(0)
+        mean_features = torch.stack(features).mean(0) if self.with_features else None
+        return mean_logits.clone(), (None if mean_features is None else mean_features.clone())
+
+
+def bct_head(path, arch, feature_dim, device):
+    """(weight [C, D], bias [C]) of the old model's classifier, frozen, for the BCT loss."""
+    state = models.read_state_dict(path)
+    name = models.classifier_name(models.build_model(arch, 10))
+    weight, bias = state.get(f"{name}.weight"), state.get(f"{name}.bias")
+    if weight is None:
+        raise PctError(f"--bct-old-model {path} has no '{name}.weight' for architecture {arch}")
+    if weight.shape[1] != feature_dim:
+        raise PctError(f"BCT needs equal feature widths: the old classifier takes "
+                       f"{weight.shape[1]}, the new model's features have {feature_dim}")
+    bias = torch.zeros(weight.shape[0]) if bias is None else bias
+    return weight.float().to(device), bias.float().to(device)
+
+
+def check_finite(logits, indices, source):
+    if not torch.isfinite(logits).all():
+        bad = indices[~torch.isfinite(logits).all(dim=1).cpu()][0].item()
+        raise PctError(f"{source} produced NaN/inf logits for sample {bad}")
