@@ -5,6 +5,7 @@ to the cached logits; the loss is `losses.pct_loss`. Every epoch appends a line 
 RUN_DIR/metrics.jsonl and writes RUN_DIR/checkpoint.pt atomically; the final model's
 validation logits go to RUN_DIR/predictions.zarr.
 """
+import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -77,6 +78,7 @@ def _run(cfg, d):
             teachers.begin_epoch(epoch, cfg.epochs)
         stats = train_one_epoch(cfg, net, model, train_loader, optimizer, teachers, head, epoch, d)
         scheduler.step()
+        sync_buffers(model, d)
         logits, labels = evaluate(model, val_loader, val_info.num_samples, d, cfg.amp)
         stats.update(epoch=epoch + 1, view=view, **accuracy(logits, labels))
         if d.is_main:
@@ -86,7 +88,30 @@ def _run(cfg, d):
             if cfg.epochs_per_save and (epoch + 1) % cfg.epochs_per_save == 0:
                 save_checkpoint(out / f"checkpoint_epoch_{epoch + 1}.pt", cfg, model, optimizer,
                                 scheduler, epoch + 1, num_classes)
+    check_ranks_in_sync(model, d)
     return finish(cfg, model, val_loader, val_info, d, out, cfg.epochs, resolution)
+
+
+def sync_buffers(model, d):
+    """Give every rank rank 0's BatchNorm statistics (each rank's last forward updated its own)."""
+    if d.world > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
+
+
+def check_ranks_in_sync(model, d):
+    """Under DDP, compare a hash of every parameter across ranks (cheap, once)."""
+    if d.world == 1:
+        return
+    digest = hashlib.sha256()
+    for tensor in model.parameters():
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    hashes = [None] * d.world
+    dist.all_gather_object(hashes, digest.hexdigest())
+    if len(set(hashes)) != 1:
+        raise RuntimeError(f"DDP ranks diverged: parameter hashes {hashes}")
+    if d.is_main:
+        print(f"parameters identical on all {d.world} ranks (sha256 {hashes[0][:16]})", flush=True)
 
 
 def train_one_epoch(cfg, net, model, loader, optimizer, teachers, head, epoch, d):
