@@ -28,14 +28,19 @@ def chunk_rows(row_bytes, num_samples):
 
 
 def create_store(path, *, kind, labels, num_classes, views, attributes, dtype="float16",
-                 feature_dim=None, members=None, chunks_per_shard=CHUNKS_PER_SHARD):
-    """Create an empty store (every marker false) and return its layout as a dict."""
+                 feature_dim=None, members=None, chunks_per_shard=CHUNKS_PER_SHARD,
+                 rows_per_chunk=None):
+    """Create an empty store (every marker false) and return its layout as a dict.
+
+    `rows_per_chunk` overrides the ~1 MiB chunk size (tests use it to get several shards
+    out of a tiny data set).
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown store kind {kind!r}")
     labels = np.asarray(labels, np.int64)
     n, c, dtype = len(labels), int(num_classes), np.dtype(dtype)
     widest = max(c, feature_dim or 0)
-    rows = chunk_rows(widest * dtype.itemsize, n)
+    rows = rows_per_chunk or chunk_rows(widest * dtype.itemsize, n)
     shard_rows = rows * chunks_per_shard
     num_shards = math.ceil(n / shard_rows)
     attrs = dict(attributes, schema_version=SCHEMA_VERSION, kind=kind, num_samples=n,
@@ -93,6 +98,29 @@ def describe_missing(done):
     shown = ", ".join(f"view {v} shard {s}" for v, s in missing[:5])
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
     return f"{len(missing)} of {np.asarray(done).size} units not written ({shown}{more})"
+
+
+def existing_attrs(path):
+    """Attributes of the pct store at `path`; None when nothing is there; PctError when
+    something that is not a pct store is there."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
+    except (FileNotFoundError, ValueError, KeyError, TypeError, OSError):
+        attrs = {}
+    if attrs.get("schema_version") != SCHEMA_VERSION or attrs.get("kind") not in KINDS:
+        raise PctError(f"{path} exists and is not a pct store (use --overwrite to replace it)")
+    return attrs
+
+
+def done_markers(path):
+    """bool [V, S]: the completion markers of a store, complete or not."""
+    group = zarr.open_group(str(path), mode="r")
+    if "done" not in group:  # creation was interrupted before the markers were made
+        raise PctError(f"store {path} lacks array 'done' (use --overwrite to replace it)")
+    return group["done"][...]
 
 
 class Store:

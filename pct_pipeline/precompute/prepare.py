@@ -1,0 +1,81 @@
+"""The store a precompute run writes: its lock, its attributes, and the check that an
+existing store was made by the same command (so a rerun resumes it, never mixes two runs)."""
+import fcntl
+import os
+import shutil
+from pathlib import Path
+
+from .. import __version__, models, store
+from ..errors import PctError
+
+# Settings that make two stores different artifacts; the batch size, worker count and process
+# count are absent because they change no byte of the output.
+IDENTITY = ("kind", "dataset", "teachers", "views", "view_seed", "resolution", "scale", "ratio",
+            "eval_view", "crop_ratio", "split", "dtype", "store_features", "keep_members",
+            "chunks_per_shard", "rows_per_chunk")
+
+
+def acquire_lock(out):
+    """An exclusive flock on `.NAME.lock` beside the store; refuses a second writer."""
+    if not out.parent.is_dir():
+        raise PctError(f"output folder does not exist: {out.parent}")
+    path = out.parent / f".{out.name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise PctError(f"{out} is being written by another process (lock {path} is held)") from None
+    return fd
+
+
+def prepare_store(cfg, info, teachers, out):
+    """Create the store, or check that an existing one was made by this same command."""
+    wanted = store_attributes(cfg, info, teachers)
+    if cfg.overwrite and out.is_dir() and not out.is_symlink():
+        shutil.rmtree(out)
+    elif cfg.overwrite and (out.exists() or out.is_symlink()):
+        out.unlink()
+    existing = store.existing_attrs(out)
+    if existing is not None:
+        check_same_command(out, existing, wanted)
+        store.done_markers(out)  # the layout is whole, so the ranks can resume it
+        return
+    feature_dim = models.feature_dim(teachers[0].model) if cfg.store_features else None
+    store.create_store(out, kind=cfg.kind, labels=info.labels, num_classes=info.num_classes,
+                       views=cfg.num_views, attributes=wanted, dtype=cfg.dtype,
+                       feature_dim=feature_dim, members=len(teachers) if cfg.keep_members else None,
+                       chunks_per_shard=cfg.chunks_per_shard, rows_per_chunk=cfg.rows_per_chunk)
+
+
+def store_attributes(cfg, info, teachers):
+    """The §Store attributes this command writes (create_store adds the layout fields)."""
+    return {
+        "kind": cfg.kind, "split": cfg.split_name, "views": cfg.num_views,
+        "view_seed": cfg.view_seed, "resolution": cfg.resolution, "scale": list(cfg.scale),
+        "ratio": list(cfg.ratio), "eval_view": cfg.eval_view, "crop_ratio": cfg.crop_ratio,
+        "teachers": [{"arch": t.arch, "sha256": models.sha256_file(t.path),
+                      "path": str(Path(t.path).resolve())} for t in teachers],
+        "ensemble": "mean-logits", "dataset": dict(info.fingerprint, classes=info.classes),
+        "pct_version": __version__, "config": cfg.as_dict(),
+    }
+
+
+def identity(attrs):
+    """(setting, value) pairs that must agree for a rerun to resume a store."""
+    config = attrs.get("config", {})
+    values = {name: attrs.get(name, config.get(name)) for name in IDENTITY}
+    values["teachers"] = [f"{t.get('arch')}:{t.get('sha256')}" for t in attrs.get("teachers", [])]
+    dataset = values.pop("dataset") or {}
+    # The path is informative only: a moved data set is the same data set.
+    pairs = [(f"dataset {key}", dataset.get(key)) for key in ("size", "num_samples",
+                                                               "labels_sha256", "classes")]
+    return pairs + list(values.items())
+
+
+def check_same_command(out, existing, wanted):
+    """Refuse (naming the first differing setting and both values) unless they agree."""
+    for (name, there), (_, here) in zip(identity(existing), identity(wanted)):
+        if there != here:
+            raise PctError(f"{out} was made by a different command: {name} is {there!r} there, "
+                           f"{here!r} here (use --overwrite to replace it)")

@@ -1,0 +1,283 @@
+"""Run the teacher(s) over V fixed views of a .beton and fill a §Store.
+
+Work is split by whole shards: shard s belongs to rank s % world, so no two processes ever
+write the same Zarr shard, and the bytes written do not depend on the number of processes.
+Each rank builds one sequential ViewLoader over the rows of its shards and switches the view
+with `set_view`. A (view, shard) unit is buffered in memory until all its rows are computed,
+then written and marked done; a rerun of the same command computes only the units not done.
+Rank 0 holds an exclusive lock beside the store for the whole run.
+"""
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import distributed, models, store, views
+from ..dataset import BetonInfo, ViewLoader
+from ..errors import PctError
+from .prepare import acquire_lock, prepare_store
+
+
+@dataclass
+class Teacher:
+    """One ensemble member: its architecture, checkpoint path and model (eval mode)."""
+    arch: str
+    path: str
+    model: torch.nn.Module
+
+    @property
+    def name(self):
+        return f"{self.arch}={self.path}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the compute loop needs: config, store path and attributes, teachers, image sizes."""
+    cfg: object
+    out: Path
+    attrs: dict
+    teachers: tuple
+    heights: np.ndarray
+    widths: np.ndarray
+    device: torch.device
+
+
+def run(cfg):
+    """Precompute; returns the summary dict on rank 0 and None on the other ranks."""
+    start = time.perf_counter()
+    dist = distributed.setup(cfg.device)
+    try:
+        return _run(cfg, dist, start)
+    finally:
+        distributed.cleanup()
+
+
+def _run(cfg, dist, start):
+    info = BetonInfo(cfg.data)
+    teachers = load_teachers(cfg, info.num_classes, dist.device)
+    out = Path(cfg.out)
+    lock, problem = (None, None)
+    if dist.is_main:
+        lock, problem = _lock_and_prepare(cfg, info, teachers, out)
+    problem = distributed.broadcast_object(problem)
+    if problem is not None:
+        raise PctError(problem)
+    try:
+        job = Job(cfg, out, store.existing_attrs(out), tuple(teachers), info.heights,
+                  info.widths, dist.device)
+        computed = compute_rank(job, dist.rank, dist.world)
+        total = distributed.all_sum([computed], dist.device)[0]
+        distributed.barrier()
+        return summary(job, total, time.perf_counter() - start) if dist.is_main else None
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def load_teachers(cfg, num_classes, device):
+    """[Teacher] in eval mode on `device` (channels_last on GPU); class counts checked."""
+    teachers = []
+    for arch, path in cfg.teachers:
+        model, _ = models.load_model(arch, path, num_classes)
+        if device.type == "cuda":
+            model = model.to(device, memory_format=torch.channels_last)
+        teachers.append(Teacher(arch, str(path), model.eval()))
+    if cfg.store_features:
+        dims = [models.feature_dim(t.model) for t in teachers]
+        if len(set(dims)) > 1:
+            raise PctError(f"ensemble members have different feature sizes {dims}: features "
+                           f"cannot be averaged (drop --store-features)")
+    return teachers
+
+
+def _lock_and_prepare(cfg, info, teachers, out):
+    """(lock fd or None, error message or None): the lock is held until the run ends."""
+    lock = None
+    try:
+        lock = acquire_lock(out)
+        prepare_store(cfg, info, teachers, out)
+        return lock, None
+    except PctError as exc:
+        if lock is not None:
+            os.close(lock)
+        return None, str(exc)
+
+
+def pending_units(job, rank, world):
+    """{view: [shard, ...]} of this rank's shards whose unit is not done yet."""
+    done = store.done_markers(job.out)
+    mine = range(rank, int(job.attrs["num_shards"]), world)
+    return {v: [s for s in mine if not done[v, s]] for v in range(int(job.attrs["views"]))}
+
+
+def shard_rows(job, shards):
+    """int64 rows of `shards`, in order."""
+    ranges = [np.arange(*store.shard_bounds(job.attrs, s), dtype=np.int64) for s in shards]
+    return np.concatenate(ranges) if ranges else np.zeros(0, np.int64)
+
+
+def compute_rank(job, rank, world):
+    """Compute and write this rank's pending units; returns the number of images computed."""
+    pending = pending_units(job, rank, world)
+    shards = sorted({s for todo in pending.values() for s in todo})
+    rows = shard_rows(job, shards)
+    if len(rows) == 0:
+        return 0
+    total = sum(len(shard_rows(job, todo)) for todo in pending.values())
+    loader = make_loader(job, rows)
+    with progress_bar(total, rank) as bar:
+        for view, todo in pending.items():
+            if todo:
+                compute_view(job, loader, view, todo, bar)
+    return total
+
+
+def make_loader(job, rows):
+    cfg = job.cfg
+    return ViewLoader(cfg.data, cfg.batch_size, cfg.resolution, workers=cfg.workers,
+                      view_seed=cfg.view_seed, scale=cfg.scale, ratio=cfg.ratio,
+                      eval_view=cfg.eval_view, crop_ratio=cfg.crop_ratio, order="sequential",
+                      indices=rows, device=job.device)
+
+
+def progress_bar(total, rank):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="precompute", dynamic_ncols=True,
+                disable=rank != 0 or not sys.stderr.isatty())
+
+
+def compute_view(job, loader, view, shards, bar=None):
+    """Run the teachers over the loader's rows in `view`; write each unit of `shards` once all
+    its rows are in. Batches whose rows all lie in other (done) shards are skipped."""
+    loader.set_view(view)
+    wanted = np.asarray(shards, np.int64)
+    step = int(job.attrs["shard_rows"])
+    buffers = {}
+    for images, _, indices in loader:
+        keep = np.isin(indices.numpy() // step, wanted)
+        if not keep.any():
+            continue
+        if not keep.all():
+            images, indices = images[torch.from_numpy(keep)], indices[torch.from_numpy(keep)]
+        outputs = forward(job.teachers, images, job.cfg.store_features, job.device)
+        check_finite(job, outputs, indices.numpy(), view)
+        fill(job, buffers, view, indices.numpy(), outputs)
+        if bar is not None:
+            bar.update(len(indices))
+    if buffers:  # a bug, not a user mistake
+        raise RuntimeError(f"view {view}: shards {sorted(buffers)} were not fully visited")
+
+
+def forward(teachers, images, with_features, device):
+    """{'members': float32 [M, B, C], 'features': float32 [M, B, D] (if asked)}, on the CPU.
+
+    bf16 autocast and channels_last on GPU, fp32 on CPU; means are taken in float32.
+    """
+    cuda = device.type == "cuda"
+    images = images.to(device, non_blocking=True)
+    if cuda:
+        images = images.contiguous(memory_format=torch.channels_last)
+    logits, features = [], []
+    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=cuda):
+        for teacher in teachers:
+            with models.FeatureTap(teacher.model) as tap:
+                logits.append(models.main_logits(teacher.model(images)).float())
+            if with_features:
+                features.append(tap.features.float())
+    outputs = {"members": torch.stack(logits).cpu()}
+    if with_features:
+        outputs["features"] = torch.stack(features).cpu()
+    return outputs
+
+
+def check_finite(job, outputs, indices, view):
+    """PctError naming the sample, view and teacher of the first NaN/inf output."""
+    for m, teacher in enumerate(job.teachers):
+        bad = ~torch.isfinite(outputs["members"][m]).all(1)
+        if "features" in outputs:
+            bad |= ~torch.isfinite(outputs["features"][m]).all(1)
+        if bad.any():
+            row = int(bad.nonzero()[0, 0])
+            raise PctError(f"teacher {teacher.name} produced NaN/inf for sample {indices[row]} "
+                           f"in view {view}")
+
+
+def fill(job, buffers, view, indices, outputs):
+    """Scatter a batch into its shards' buffers; write every shard whose rows are all in."""
+    step = int(job.attrs["shard_rows"])
+    for shard in np.unique(indices // step):
+        buf = buffers.get(shard)
+        if buf is None:
+            buf = buffers[shard] = ShardBuffer(job, int(shard))
+        mask = indices // step == shard
+        buf.put(indices[mask], {k: v[:, torch.from_numpy(mask)] for k, v in outputs.items()})
+        if buf.complete:
+            buf.write(job, view)
+            del buffers[shard]
+
+
+class ShardBuffer:
+    """float32 rows of one shard until all are computed: members [M, rows, C], features
+    [M, rows, D] (each ensemble member's, averaged when written)."""
+
+    def __init__(self, job, shard):
+        self.shard = shard
+        self.lo, self.hi = store.shard_bounds(job.attrs, shard)
+        n, m, c = self.hi - self.lo, len(job.teachers), int(job.attrs["num_classes"])
+        self.members = np.zeros((m, n, c), np.float32)
+        self.features = None
+        self.filled = np.zeros(n, bool)
+
+    def put(self, indices, outputs):
+        rows = indices - self.lo
+        self.members[:, rows] = outputs["members"].numpy()
+        if "features" in outputs:
+            if self.features is None:
+                m, _, d = outputs["features"].shape
+                self.features = np.zeros((m, len(self.filled), d), np.float32)
+            self.features[:, rows] = outputs["features"].numpy()
+        self.filled[rows] = True
+
+    @property
+    def complete(self):
+        return bool(self.filled.all())
+
+    def write(self, job, view):
+        """Mean over members in float32, cast to the store dtype, write the unit, mark it done."""
+        cfg = job.cfg
+        logits = cast(self.members.mean(0), cfg.dtype, self.lo, view)
+        members = cast(self.members, cfg.dtype, self.lo, view) if cfg.keep_members else None
+        features = None
+        if cfg.store_features:
+            features = cast(self.features.mean(0), cfg.dtype, self.lo, view)
+        crops = views.crop_boxes(cfg.view_seed, view, job.heights, job.widths, cfg.scale,
+                                 cfg.ratio, cfg.eval_view, cfg.crop_ratio,
+                                 indices=np.arange(self.lo, self.hi))
+        store.write_unit(job.out, view, self.shard, logits=logits, crops=crops,
+                         features=features, member_logits=members)
+
+
+def cast(values, dtype, lo, view):
+    """`values` as `dtype`; PctError when a finite value overflows it (float16: |x| > 65504)."""
+    with np.errstate(over="ignore"):
+        out = values.astype(dtype)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][-2]) + lo
+        raise PctError(f"a teacher output of sample {row} in view {view} does not fit {dtype} "
+                       f"(|x| > {np.finfo(dtype).max:.0f}); use --dtype float32")
+    return out
+
+
+def summary(job, images, seconds):
+    """Counts, bytes on disk and rate of this run (images computed now, not resumed ones)."""
+    views_n, n = int(job.attrs["views"]), int(job.attrs["num_samples"])
+    size = sum(p.stat().st_size for p in job.out.rglob("*") if p.is_file())
+    return {"out": str(job.out), "samples": n, "views": views_n, "computed_images": int(images),
+            "bytes": size, "bytes_per_sample_view": size / max(1, n * views_n),
+            "seconds": seconds, "images_per_s": images / seconds if seconds > 0 else 0.0}
