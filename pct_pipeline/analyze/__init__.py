@@ -1,0 +1,1 @@
+"""`pct analyze`: accuracy and negative-flip metrics of new models against an old one."""
