@@ -1,19 +1,45 @@
 """Architectures by name, penultimate features, and checkpoints.
 
-Any torchvision classification model name works, plus small CNNs for tests and the demo
-(`cnn_small`, `cnn_wide`). Features are the input of the final classifier layer, captured
-with a forward hook, so every architecture gives (logits [B, C], features [B, D]).
+Names: every torchvision classification model, the original research code's ResNet variants
+(`resnet_variants`: `resnet*_StoDepth_lineardecay`, `aux_resnet*`, `mb_resnet*`), and small
+CNNs for tests and the demo (`cnn_small`, `cnn_wide`). `pct models` lists them.
+
+Outputs: eval mode gives logits [B, C]. In training, GoogLeNet, Inception v3 and the aux/mb
+ResNets return a named tuple with `.logits` and auxiliary logits: `main_logits` picks the
+former, `aux_loss` turns the latter into their training loss (GoogLeNet and Inception v3 are
+built with their auxiliary heads unless `aux_logits=False` is passed).
+
+Features are the input of the final classifier layer (the one producing the main logits,
+never an auxiliary head's), captured with a forward hook: [B, D] for a linear classifier
+(after any dropout in front of it, i.e. post-dropout in training, identical in eval);
+SqueezeNet's classifier is a 1x1 convolution, whose input [B, 512, h, w] is averaged over
+space to [B, 512]. `feature_dim` gives D from the layer's shape, before any forward.
+
+Input sizes: each model checks its input (a forward pre-hook) and names the size it needs:
+torchvision's documented minimum (`weights.meta["min_size"]`, e.g. 63 px for AlexNet, 75 px
+for Inception v3; for Swin and EfficientNetV2, which document their training size, the
+measured minimum), 299 px for Inception v3 in training with its auxiliary head, exactly
+`image_size` (default 224) for ViTs and `input_size` (224) for MaxViT.
+
+`pretrained=True` loads torchvision's published weights (the architecture's DEFAULT weights;
+for a variant, those of its ResNet into the backbone) from the torch hub cache only, never
+downloading; with a class count other than the weights' 1000, the final classifier (and the
+auxiliary heads' last layers) are replaced by freshly initialised ones.
 Checkpoints are written atomically (temporary file + rename).
 """
+import functools
 import hashlib
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from .errors import PctError
+from .resnet_variants import BASE_ARCH, VARIANTS
 
 
 class SmallCNN(nn.Module):
@@ -41,50 +67,218 @@ LOCAL_MODELS = {
     "cnn_small": lambda num_classes, **kw: SmallCNN(num_classes, width=kw.pop("width", 8), **kw),
     "cnn_wide": lambda num_classes, **kw: SmallCNN(num_classes, width=kw.pop("width", 32), **kw),
 }
+# GoogLeNet / Inception v3: auxiliary heads (trained with these CE weights, as in their papers
+# and torchvision's reference recipe) and the last layer of each, replaced for --num-classes.
+AUX_DEFAULTS = {"aux_logits": True, "init_weights": True}
+AUX_HEADS = {"googlenet": ("aux1.fc2", "aux2.fc2"), "inception_v3": ("AuxLogits.fc",)}
+AUX_WEIGHT = {"googlenet": 0.3, "inception_v3": 0.4}
+CLASSIFIER_ATTRS = ("fc", "classifier", "head", "heads")  # where torchvision keeps the classifier
+# torchvision documents the size its weights were trained at for these; measured here, they
+# run (forward, batch 1) on inputs down to:
+MEASURED_MIN_INPUT = {"swin": 4, "swin_v2": 4, "efficientnet_v2": 1}
+INCEPTION_AUX_MIN = 299  # its aux head pools a 17x17 map: smaller inputs fail in training
+
+
+@functools.cache
+def torchvision_models():
+    return tuple(torchvision.models.list_models(module=torchvision.models))
 
 
 def available_models():
-    return sorted(LOCAL_MODELS) + sorted(torchvision.models.list_models(module=torchvision.models))
+    return sorted(LOCAL_MODELS) + sorted([*torchvision_models(), *VARIANTS])
 
 
-def build_model(arch, num_classes, **kwargs):
-    """A freshly initialised model `arch` with `num_classes` outputs (torch's default init)."""
+def build_model(arch, num_classes, pretrained=False, **kwargs):
+    """Model `arch` with `num_classes` outputs: freshly initialised (torch's default init), or
+    with torchvision's published weights when `pretrained` (see the module docstring).
+    Unknown names and bad constructor options raise PctError."""
     if arch in LOCAL_MODELS:
-        return LOCAL_MODELS[arch](num_classes, **kwargs)
-    if arch not in torchvision.models.list_models(module=torchvision.models):
+        if pretrained:
+            raise PctError(f"{arch} has no published weights: drop --pretrained")
+        model = _construct(arch, LOCAL_MODELS[arch], num_classes=num_classes, **kwargs)
+    elif arch in VARIANTS:
+        model = _construct(arch, VARIANTS[arch], num_classes=num_classes, **kwargs)
+        if pretrained:
+            load_backbone(model, arch, BASE_ARCH[arch])
+    elif arch in torchvision_models():
+        model = _build_torchvision(arch, num_classes, pretrained, kwargs)
+    else:
         raise PctError(f"unknown architecture {arch!r} (see `pct models` for the list)")
-    extra = {"aux_logits": False, "init_weights": True} if arch in ("googlenet", "inception_v3") else {}
+    lo, exact = input_requirement(arch, model, kwargs)
+    model.register_forward_pre_hook(functools.partial(_check_input, arch, lo, exact))
+    return model
+
+
+def _construct(arch, constructor, *args, **kwargs):
     try:
-        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes,
-                                            **{**extra, **kwargs})
-    except TypeError as exc:
-        raise PctError(f"bad model options for {arch}: {exc}") from None
+        return constructor(*args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise PctError(f"bad model options for {arch} {kwargs}: {exc}") from None
+
+
+def _build_torchvision(arch, num_classes, pretrained, kwargs):
+    kwargs = {**(AUX_DEFAULTS if arch in AUX_HEADS else {}), **kwargs}
+    if arch == "maxvit_t" and isinstance(kwargs.get("input_size"), int):
+        kwargs["input_size"] = (kwargs["input_size"],) * 2  # --model-kwargs input_size=N
+    if not pretrained:
+        return _construct(arch, torchvision.models.get_model, arch, weights=None,
+                          num_classes=num_classes, **kwargs)
+    weights = hub_weights(arch)
+    kwargs.pop("init_weights", None)
+    model = _construct(arch, torchvision.models.get_model, arch, weights=weights, **kwargs)
+    if num_classes != len(weights.meta["categories"]):
+        for name in (classifier_name(model), *AUX_HEADS.get(arch, ())):
+            if _submodule_or_none(model, name) is not None:
+                model.set_submodule(name, _fresh_layer(model.get_submodule(name), num_classes))
+    return model
+
+
+def hub_weights(arch):
+    """torchvision's DEFAULT weights enum of `arch`, after checking its file is in the torch hub
+    cache (TORCH_HOME/hub/checkpoints): nothing is ever downloaded."""
+    try:
+        weights = torchvision.models.get_model_weights(arch).DEFAULT
+    except (ValueError, KeyError):
+        raise PctError(f"torchvision publishes no weights for {arch}: drop --pretrained") from None
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+    if not path.is_file():
+        raise PctError(f"--pretrained {arch} needs torchvision's weights file {path}; it is not "
+                       f"there and nothing is downloaded (copy {weights.url} to that path)")
+    return weights
+
+
+def load_backbone(model, arch, base):
+    """Load `base`'s published weights into a variant: every tensor whose name and shape match
+    (the whole ResNet trunk; `fc` too when the class counts agree); heads stay as initialised."""
+    state = hub_weights(base).get_state_dict(progress=False)
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    left = [k for k in own if k not in fits and not k.startswith(("fc.", "aux1.", "aux2.", "heads."))]
+    if left:
+        raise PctError(f"torchvision's {base} weights do not fit {arch}: no '{left[0]}'")
+    model.load_state_dict(fits, strict=False)
+
+
+def _fresh_layer(layer, num_classes):
+    """A new final layer like `layer` (nn.Linear or 1x1 nn.Conv2d) with `num_classes` outputs."""
+    if isinstance(layer, nn.Linear):
+        return nn.Linear(layer.in_features, num_classes, bias=layer.bias is not None)
+    conv = nn.Conv2d(layer.in_channels, num_classes, 1)
+    nn.init.normal_(conv.weight, 0.0, 0.01)  # as torchvision initialises SqueezeNet's final conv
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def _submodule_or_none(model, name):
+    try:
+        return model.get_submodule(name)
+    except AttributeError:  # e.g. aux1 is None when built with aux_logits=False
+        return None
+
+
+def input_requirement(arch, model, kwargs=None):
+    """(smallest input side in px, exact side or None) that `model` accepts in eval mode."""
+    if isinstance(model, torchvision.models.VisionTransformer):
+        return model.image_size, model.image_size
+    if arch == "maxvit_t":
+        side = (kwargs or {}).get("input_size", 224)
+        side = side if isinstance(side, int) else side[0]
+        return side, side
+    if arch.startswith(tuple(MEASURED_MIN_INPUT)):
+        return MEASURED_MIN_INPUT[arch.rsplit("_", 1)[0]], None
+    if arch in torchvision_models():
+        return torchvision.models.get_model_weights(arch).DEFAULT.meta["min_size"][0], None
+    if arch in LOCAL_MODELS:
+        return 2 ** sum(isinstance(m, nn.MaxPool2d) for m in model.features), None
+    return 1, None
+
+
+def _check_input(arch, lo, exact, module, inputs):
+    side = min(inputs[0].shape[-2:])
+    if exact is not None and tuple(inputs[0].shape[-2:]) != (exact, exact):
+        key = "input_size" if arch == "maxvit_t" else "image_size"
+        raise PctError(f"{arch} was built for {exact}x{exact} px inputs, got "
+                       f"{'x'.join(map(str, inputs[0].shape[-2:]))}: use --resolution {exact} "
+                       f"or build it with --model-kwargs {key}=N")
+    if module.training and arch == "inception_v3" and module.aux_logits and side < INCEPTION_AUX_MIN:
+        raise PctError(f"inception_v3 with its auxiliary head needs inputs of at least "
+                       f"{INCEPTION_AUX_MIN} px in training, got {side}: raise --resolution or "
+                       f"pass --model-kwargs aux_logits=false")
+    if side < lo:
+        raise PctError(f"{arch} needs inputs of at least {lo} px, got {side}: raise --resolution")
 
 
 def classifier_name(model):
-    """Qualified name of the final classifier layer: the last nn.Linear (or 1x1 conv head)."""
-    last = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            last = name
+    """Qualified name of the final classifier layer, the one producing the main logits: the
+    model's own `classifier_layer` if it names one (the ResNet variants), else the last
+    nn.Linear or 1x1 nn.Conv2d under the first of `fc`, `classifier`, `head`, `heads` the model
+    has (every torchvision classifier), else the last nn.Linear outside auxiliary heads."""
+    explicit = getattr(model, "classifier_layer", None)
+    if explicit:
+        return explicit
+    for attr in CLASSIFIER_ATTRS:
+        module = getattr(model, attr, None)
+        if isinstance(module, nn.Module):
+            last = _last_layer(module.named_modules(prefix=attr))
+            if last is not None:
+                return last
+    last = _last_layer((n, m) for n, m in model.named_modules() if "aux" not in n.lower())
     if last is None:
         raise PctError(f"cannot find the final classifier layer of {type(model).__name__}")
     return last
 
 
+def _last_layer(named_modules):
+    last = None
+    for name, module in named_modules:
+        if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d)
+                                             and module.kernel_size == (1, 1)):
+            last = name
+    return last
+
+
+class _ParametersOnMeta(torch.overrides.TorchFunctionMode):
+    """Allocates `torch.empty` (how layers create their parameters) on the meta device: no
+    memory, and initialisation becomes a no-op. Other tensors stay on the CPU, because some
+    constructors compute with them (RegNet derives its widths with torch ops)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.empty and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+def shape_only_model(arch, num_classes=1000, **kwargs):
+    """`arch` built for its shapes only (parameter counts, layer names, feature width): its
+    parameters live on the meta device, so it cannot run a forward pass."""
+    with _ParametersOnMeta():
+        return build_model(arch, num_classes, **kwargs)
+
+
+@functools.cache
+def classifier_key(arch):
+    """classifier_name of `arch`, without initialising a model."""
+    return classifier_name(shape_only_model(arch, 10))
+
+
 def feature_dim(model):
-    return model.get_submodule(classifier_name(model)).in_features
+    """Width D of the features FeatureTap captures (the classifier's input channels)."""
+    layer = model.get_submodule(classifier_name(model))
+    return layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
 
 
 class FeatureTap:
-    """Context manager: while active, `self.features` holds the classifier's input [B, D]."""
+    """Context manager: while active, `self.features` holds the classifier's input [B, D]
+    (a 4-d input of a 1x1-conv classifier averaged over space)."""
 
     def __init__(self, model):
         self.module = model.get_submodule(classifier_name(model))
         self.features = None
 
     def _hook(self, module, inputs):
-        self.features = inputs[0].flatten(1)
+        x = inputs[0]
+        self.features = x.mean((2, 3)) if x.dim() == 4 else x.flatten(1)
 
     def __enter__(self):
         self.handle = self.module.register_forward_pre_hook(self._hook)
@@ -95,8 +289,46 @@ class FeatureTap:
 
 
 def main_logits(output):
-    """Plain logits of a forward pass (GoogLeNet/Inception return named tuples in training)."""
+    """The main logits [B, C] of a forward pass (training-mode outputs with auxiliary logits
+    are named tuples with `.logits`)."""
     return output.logits if hasattr(output, "logits") else output
+
+
+def aux_loss(output, labels):
+    """Training loss of a forward pass's auxiliary logits, float32 scalar (0 for plain logits):
+    GoogLeNet 0.3 * (CE(aux1) + CE(aux2)), Inception v3 0.4 * CE(aux), the aux/mb ResNets
+    aux_weight * sum of CE(aux_k). labels: int64 [B]."""
+    if hasattr(output, "aux_logits1"):
+        terms = [(AUX_WEIGHT["googlenet"], output.aux_logits1),
+                 (AUX_WEIGHT["googlenet"], output.aux_logits2)]
+    elif hasattr(output, "aux_logits"):
+        terms = [(AUX_WEIGHT["inception_v3"], output.aux_logits)]
+    elif hasattr(output, "aux"):
+        terms = [(output.aux_weight, logits) for logits in output.aux]
+    else:
+        terms = []
+    total = main_logits(output).new_zeros((), dtype=torch.float32)
+    for weight, logits in terms:
+        if logits is not None:
+            total = total + weight * F.cross_entropy(logits.float(), labels)
+    return total
+
+
+def classifier_weights(arch, state):
+    """The final classifier of `arch` in a state dict as a linear map of the features:
+    (weight float32 [C, D], bias float32 [C]). A 1x1-conv classifier (SqueezeNet) gives its
+    kernel (its logits add a ReLU before pooling); mb_resnet gives the mean of its heads."""
+    name = classifier_key(arch)
+    names = [name]
+    if name.startswith("heads."):
+        names = sorted({k.rsplit(".", 1)[0] for k in state if k.startswith("heads.")})
+    if any(f"{n}.weight" not in state for n in names):
+        raise PctError(f"checkpoint does not fit {arch}: it has no '{names[0]}.weight'")
+    weight = torch.stack([state[f"{n}.weight"].float() for n in names]).mean(0)
+    bias = [state.get(f"{n}.bias") for n in names]
+    bias = (torch.zeros(weight.shape[0]) if bias[0] is None
+            else torch.stack([b.float() for b in bias]).mean(0))
+    return weight.reshape(weight.shape[0], -1), bias
 
 
 def sha256_file(path):
@@ -110,6 +342,12 @@ def sha256_file(path):
 def read_state_dict(path):
     """The state dict in a checkpoint file: a bare state dict, or a dict with 'model' or
     'state_dict' (as `pct train` and the original research code write); 'module.' stripped."""
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path):
+    """(state dict as read_state_dict gives it, the constructor kwargs `pct train` saved with
+    it under 'model_kwargs', else {})."""
     path = Path(path)
     if not path.is_file():
         raise PctError(f"checkpoint not found: {path}")
@@ -127,12 +365,14 @@ def read_state_dict(path):
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise PctError(f"{path} holds no state dict (expected a dict of tensors, or one under "
                        f"'model' or 'state_dict')")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    saved = obj.get("model_kwargs") if isinstance(obj, dict) else None
+    return ({k.removeprefix("module."): v for k, v in state.items()},
+            dict(saved) if isinstance(saved, dict) else {})
 
 
 def checkpoint_num_classes(arch, state, path="checkpoint"):
     """Class count of `arch` as stored in `state` (rows of its final classifier weight)."""
-    key = classifier_name(build_model(arch, 10)) + ".weight"
+    key = classifier_key(arch) + ".weight"
     if key not in state:
         raise PctError(f"checkpoint {path} does not fit {arch}: it has no '{key}'")
     return int(state[key].shape[0])
@@ -155,9 +395,16 @@ def load_weights(model, state, arch, path):
 
 
 def load_model(arch, path, num_classes=None, **kwargs):
-    """(model in eval mode, class count) from a checkpoint; `num_classes` is checked if given."""
-    state = read_state_dict(path)
+    """(model in eval mode, class count) from a checkpoint; `num_classes` is checked if given.
+    The model is built with the checkpoint's saved `model_kwargs` (e.g. a ViT's image_size),
+    overridden by `kwargs`. A GoogLeNet / Inception v3 checkpoint without auxiliary heads
+    loads into a model without."""
+    state, saved = read_checkpoint(path)
+    kwargs = {**saved, **kwargs}
     classes = checkpoint_num_classes(arch, state, path)
+    heads = AUX_HEADS.get(arch, ())
+    if heads and not any(k.startswith(heads[0].split(".")[0] + ".") for k in state):
+        kwargs.setdefault("aux_logits", False)  # saved without its auxiliary heads
     if num_classes is not None and classes != num_classes:
         raise PctError(f"checkpoint {path} has {classes} classes, the data has {num_classes}")
     model = load_weights(build_model(arch, classes, **kwargs), state, arch, path)

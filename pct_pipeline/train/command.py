@@ -51,6 +51,8 @@ def parse_kwargs(values):
 @opt("--arch", "-a", default=T.arch, help="Any torchvision classification model, or cnn_small/cnn_wide.")
 @opt("--num-classes", type=click.IntRange(min=2), default=None, help="Default: the data's class count.")
 @opt("--model-kwargs", multiple=True, metavar="KEY=VAL", help="Extra constructor arguments.")
+@opt("--pretrained", is_flag=True, help="Start from torchvision's published weights (read from "
+     "the torch hub cache, never downloaded); another class count gets a new classifier.")
 @opt("--teacher-cache", type=click.Path(), default=None, help="Teacher cache from precompute-teachers.")
 @opt("--online-teacher", multiple=True, metavar="ARCH=CKPT",
      help="Run teacher(s) in the step instead of a cache (parity checks, benchmarks).")

@@ -16,6 +16,7 @@ class TrainConfig:
     arch: str = "resnet18"
     num_classes: int | None = None          # None: the training data's class count
     model_kwargs: tuple = ()                # ((key, value), ...) passed to the constructor
+    pretrained: bool = False                # torchvision's published weights (hub cache only)
     teacher_cache: str | None = None
     online_teachers: tuple = ()             # ((arch, checkpoint), ...): an ensemble if several
     bct_old_model: str | None = None        # checkpoint whose classifier is the BCT head

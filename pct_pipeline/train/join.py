@@ -20,9 +20,9 @@ class EpochTargets:
     order: int64 [n] sample indices in the order the loader yields them.
     """
 
-    def __init__(self, store, view, order, batch_size, with_features=False):
+    def __init__(self, store, view, order, batch_size, with_features=False, pin_memory=False):
         self.store, self.view, self.order = store, int(view), np.asarray(order, np.int64)
-        self.batch_size = int(batch_size)
+        self.batch_size, self.pin_memory = int(batch_size), pin_memory
         self.names = ["logits"] + (["features"] if with_features else [])
         self.buffers = {}
         self.error = None
@@ -39,8 +39,11 @@ class EpochTargets:
             self.error = exc
 
     def _gather(self, name, by_row, rows_sorted):
-        width = self.store.group[name].shape[-1]
-        out = np.empty((len(self.order), width), self.store.group[name].dtype)
+        array = self.store.group[name]
+        dtype = torch.from_numpy(np.empty(0, array.dtype)).dtype
+        # Page-locked on GPU machines, so the per-step copy to the device is asynchronous.
+        out = torch.empty((len(self.order), array.shape[-1]), dtype=dtype,
+                          pin_memory=self.pin_memory).numpy()
         for lo, block in self.store.iter_rows(name, self.view):
             a, b = np.searchsorted(rows_sorted, [lo, lo + len(block)])
             if a == b:

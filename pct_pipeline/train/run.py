@@ -49,7 +49,8 @@ def _run(cfg, d):
                               device=d.device, **crops)
     val_loader = make_val_loader(cfg, val_info, cfg.val_resolution or resolution, d)
     torch.manual_seed(cfg.seed)
-    model = models.build_model(cfg.arch, num_classes, **dict(cfg.model_kwargs)).to(d.device)
+    model = models.build_model(cfg.arch, num_classes, pretrained=cfg.pretrained,
+                               **dict(cfg.model_kwargs)).to(d.device)
     if on_gpu and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     lr = cfg.lr * cfg.batch_size * d.world / 256 if cfg.auto_scale else cfg.lr
@@ -124,7 +125,8 @@ def train_one_epoch(cfg, net, model, loader, optimizer, teachers, head, epoch, d
             break
         old_logits, old_features = teachers.targets(step, images, indices) if teachers else (None, None)
         with autocast, models.FeatureTap(model) as tap:
-            logits = models.main_logits(net(images))
+            output = net(images)
+        logits = models.main_logits(output)
         features, anchors = tap.features, None
         if cfg.loss.mode == "cna" and d.world > 1:  # negatives from the global batch
             anchors = slice(d.rank * len(labels), (d.rank + 1) * len(labels))
@@ -132,6 +134,9 @@ def train_one_epoch(cfg, net, model, loader, optimizer, teachers, head, epoch, d
             old_features = distributed.all_gather_with_grad(old_features)
         loss, parts = pct_loss(cfg.loss, logits.float(), labels, old_logits, features,
                                old_features, head, anchors)
+        # auxiliary heads' CE counts like CE: inside pct_loss's (1 - a) factor, as in the original
+        a = cfg.loss.kd_alpha if cfg.loss.mode is not None else 0.0
+        loss = loss + (1 - a) * models.aux_loss(output, labels)
         if not torch.isfinite(loss):
             raise PctError(f"training loss is {loss.item()} at epoch {epoch}, step {step}; "
                            f"lower --lr or check the data and teacher")

@@ -46,7 +46,8 @@ class CachedTeachers:
         if epoch not in self.pending:
             self.pending[epoch] = EpochTargets(self.cache, self.view_of(epoch),
                                                self.loader.order(epoch),
-                                               self.loader.loader.batch_size, self.with_features)
+                                               self.loader.loader.batch_size, self.with_features,
+                                               pin_memory=self.loader.device.type == "cuda")
 
     def begin_epoch(self, epoch, last_epoch):
         self._start(epoch)
