@@ -48,7 +48,7 @@ def parse_kwargs(values):
 @opt("--val", required=True, type=click.Path(), help="Validation .beton.")
 @opt("--out", "-w", "--work-dir", required=True, type=click.Path(),
      help="Run folder: checkpoints, metrics.jsonl, predictions.zarr.")
-@opt("--arch", "-a", default=T.arch, help="Any torchvision classification model, or cnn_small/cnn_wide.")
+@opt("--arch", "-a", default=T.arch, help="Architecture name; `pct models` lists them.")
 @opt("--num-classes", type=click.IntRange(min=2), default=None, help="Default: the data's class count.")
 @opt("--model-kwargs", multiple=True, metavar="KEY=VAL", help="Extra constructor arguments.")
 @opt("--pretrained", is_flag=True, help="Start from torchvision's published weights (read from "
@@ -116,6 +116,7 @@ def train(**o):
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--device", default=None)
+@click.option("--overwrite", is_flag=True, help="Replace whatever is at --out.")
 def evaluate(**o):
     """Write the eval-view predictions of a checkpoint as a store for `pct analyze`."""
     from .run import evaluate_checkpoint

@@ -85,22 +85,18 @@ class OnlineTeachers:
                 logits.append(models.main_logits(model(images)).float())
             features.append(tap.features.float())
         mean_logits = torch.stack(logits).mean(0)
+        check_finite(mean_logits, indices, "the online teacher")
         mean_features = torch.stack(features).mean(0) if self.with_features else None
         return mean_logits.clone(), (None if mean_features is None else mean_features.clone())
 
 
 def bct_head(path, arch, feature_dim, device):
     """(weight [C, D], bias [C]) of the old model's classifier, frozen, for the BCT loss."""
-    state = models.read_state_dict(path)
-    name = models.classifier_name(models.build_model(arch, 10))
-    weight, bias = state.get(f"{name}.weight"), state.get(f"{name}.bias")
-    if weight is None:
-        raise PctError(f"--bct-old-model {path} has no '{name}.weight' for architecture {arch}")
+    weight, bias = models.classifier_weights(arch, models.read_state_dict(path))
     if weight.shape[1] != feature_dim:
         raise PctError(f"BCT needs equal feature widths: the old classifier takes "
                        f"{weight.shape[1]}, the new model's features have {feature_dim}")
-    bias = torch.zeros(weight.shape[0]) if bias is None else bias
-    return weight.float().to(device), bias.float().to(device)
+    return weight.to(device), bias.to(device)
 
 
 def check_finite(logits, indices, source):
