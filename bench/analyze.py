@@ -1,6 +1,6 @@
 """Benchmark `pct analyze`: the real run(cfg) path on real stores against merely loading them.
 
-    .venv/bin/python bench/analyze.py [--samples 50000] [--classes 1000] [--models 3]
+    .venv/bin/python bench/analyze.py [--samples 50000] [--classes 1000] [--models 3] [--json OUT]
 
 Writes MODELS float16 prediction stores of SAMPLES x CLASSES logits (labels random; logits =
 standard normal noise + 4 on the label for ~75% of the samples, so top-1 is about 75%) to a
@@ -11,7 +11,9 @@ The bar (SPEC §Performance) is run(cfg) < 2 s at 50,000 x 1,000 with three mode
 import argparse
 import contextlib
 import io
+import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +24,9 @@ from pct_pipeline.analyze.command import AnalyzeConfig
 from pct_pipeline.analyze.run import load as load_predictions
 from pct_pipeline.analyze.run import run
 from pct_pipeline.store import create_store, shard_bounds, write_unit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 
 def write_model(path, labels, classes, seed):
@@ -38,24 +43,25 @@ def write_model(path, labels, classes, seed):
 
 
 def timed(fn, repeats):
-    """(best wall s, median wall s, CPU s of the best run)."""
+    """(best wall s, median wall s, CPU s of the best run, every run's wall s)."""
     runs = []
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
         fn()
         runs.append((time.perf_counter() - wall, time.process_time() - cpu))
     best = min(runs)
-    return best[0], float(np.median([w for w, _ in runs])), best[1]
+    return best[0], float(np.median([w for w, _ in runs])), best[1], [w for w, _ in runs]
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=50_000)
     parser.add_argument("--classes", type=int, default=1_000)
     parser.add_argument("--models", type=int, default=3)
     parser.add_argument("--bootstrap", type=int, default=1_000)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--json", help="also write the result dict here")
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         labels = np.random.default_rng(0).integers(0, args.classes, args.samples)
         paths = [write_model(Path(tmp) / f"model{i}.zarr", labels, args.classes, seed=i + 1)
@@ -75,6 +81,14 @@ def main():
           f"{end_to_end[0] / load[0]:.2f}; bar run < 2 s: "
           f"{'met' if end_to_end[0] < 2 else 'NOT met'} (load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores: other work slows every number)")
+    result = {"name": "analyze", "setup": {k: v for k, v in vars(args).items() if k != "json"},
+              "figures": {"load_s": common.figure(load[3]), "run_s": common.figure(end_to_end[3])},
+              "checks": [common.check(f"analyze: run(cfg), {args.models} stores of {args.samples} x "
+                                      f"{args.classes} (best of {args.repeats})", end_to_end[0],
+                                      end_to_end[3], "<", 2.0, " s")]}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ a shared machine hits both sides; each A repeat writes one more view of the stor
 median and range of each side's images/s, the ratio, and the store's bytes per (sample, view).
 
     python bench/precompute.py [--data TRAIN.beton] [--arch resnet18] [--resolution 64]
-                               [--repeats 4] [--batch-size 128] [--workers 2]
+                               [--repeats 4] [--batch-size 128] [--workers 2] [--json OUT]
 Without --data, the digits training set (1,257 images) is built at 64 px in a temporary folder.
 """
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import common  # noqa: E402
 
 
 def digits_beton(folder):
@@ -80,7 +83,7 @@ def timed(fn, *args):
     return time.perf_counter() - start
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data")
     parser.add_argument("--arch", default="resnet18")
@@ -88,7 +91,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--json", help="also write the result dict here")
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         job, loader, n = setup(args, Path(tmp))
         inference_pass(job, loader, 0)  # warm-up: numba JIT of the loader, allocator, caches
@@ -98,7 +102,10 @@ def main():
             for side in order:
                 fn = precompute_pass if side == "precompute" else inference_pass
                 rates[side].append(n / timed(fn, job, loader, r))
-        report(args, rates, job, n)
+        result = report(args, rates, job, n)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
 
 
 def report(args, rates, job, n):
@@ -118,6 +125,13 @@ def report(args, rates, job, n):
           f"{2 * job.attrs['num_classes']} bytes)")
     print(f"setup: {args.arch} at {args.resolution} px, batch {args.batch_size}, "
           f"{args.workers} workers, {torch.get_num_threads()} torch threads, cpu")
+    setup = {k: v for k, v in vars(args).items() if k != "json"}
+    setup.update(samples=n, store_bytes_per_sample_view=size / (n * views), data=args.data or
+                 "digits train set at 64 px")
+    return {"name": "precompute", "setup": setup,
+            "figures": {f"{side}_images_per_s": common.figure(v) for side, v in rates.items()},
+            "checks": [common.ratio_check("precompute: precompute / pure teacher inference",
+                                          rates["precompute"], rates["inference"], ">=", 0.9)]}
 
 
 if __name__ == "__main__":

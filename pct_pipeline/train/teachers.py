@@ -63,7 +63,10 @@ class CachedTeachers:
 class OnlineTeachers:
     """Targets computed by running the teacher(s) on the batch: the mean of their outputs."""
 
-    def __init__(self, specs, num_classes, device, channels_last, with_features):
+    def __init__(self, specs, num_classes, device, channels_last, with_features, amp=True):
+        # bf16 on GPU, as precompute-teachers runs them, so online and cached targets agree
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16,
+                                       enabled=amp and torch.device(device).type == "cuda")
         self.members = []
         for arch, path in specs:
             model, _ = models.load_model(arch, path, num_classes)
@@ -81,7 +84,7 @@ class OnlineTeachers:
     def targets(self, step, images, indices):
         logits, features = [], []
         for model in self.members:
-            with models.FeatureTap(model) as tap:
+            with self.autocast, models.FeatureTap(model) as tap:
                 logits.append(models.main_logits(model(images)).float())
             features.append(tap.features.float())
         mean_logits = torch.stack(logits).mean(0)

@@ -1,0 +1,339 @@
+"""Training images/s with CE only, cached KD and online KD, measured in one run (§Performance).
+
+Drives the project's own code: one `ViewLoader` (random order, the teacher cache's crops),
+`train.run.make_teachers` and `train.run.train_one_epoch`, the student re-initialised (same
+seed) for every run, SGD as in `pct train`. Variants, interleaved over repeats (the order is
+rotated each repeat so drift on a shared machine hits all of them):
+
+  loader   iterate the loader only (the join's bar is relative to loader time)
+  ce       cross-entropy only
+  cached   focal distillation (KL, old_correct, alpha 1, beta 5) from a teacher cache made by
+           `pct precompute-teachers` with a teacher of the student's size
+  online1  the same loss, the same teacher run inside the step
+  onlineM  the same loss, an M-member ensemble of such teachers run inside the step
+
+Each timed run is one epoch of STEPS batches (by default the whole data set, so the cache's
+per-epoch read of a view is charged to as many images as it serves). The cached run's wall time
+includes `begin_epoch` (reading the epoch's view of the cache into the join buffer), done in the
+foreground here, while `pct train` overlaps it with the previous epoch: the ratio is a lower
+bound. The time spent in `teachers.targets` (the join in the step; median call x calls, as a
+call now and then waits for the GIL or a core held by the loader's threads) is reported against
+the loader's time for the same batches (bar: <= 2%) and against the cached step time.
+
+    python bench/train.py [--student cnn_wide] [--teacher cnn_wide] [--ensemble 8]
+                          [--images 1024] [--classes 1000] [--size 64] [--resolution 32]
+                          [--batch-size 64] [--repeats 5] [--json OUT]
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Sizes of one benchmark run (CPU defaults; bench/gpu_train.py passes GPU ones)."""
+    student: str = "cnn_wide"
+    teacher: str = "cnn_wide"
+    ensemble: int = 8
+    images: int = 1024
+    classes: int = 1000
+    size: int = 64              # mean source image side, px
+    resolution: int = 32
+    batch_size: int = 64
+    workers: int = 2
+    steps: int | None = None    # None: a whole epoch
+    repeats: int = 5
+    views: int = 2
+    device: str = "cpu"
+    amp: bool = True            # bf16 autocast on CUDA only, as in pct train
+    channels_last: bool = True  # on CUDA only
+
+    @property
+    def variants(self):
+        return ("loader", "ce", "cached", "online1", f"online{self.ensemble}")
+
+
+def prepare(folder, spec):
+    """(beton, [teacher checkpoints]) in `folder`: synthetic data, randomly initialised
+    teachers of `spec.teacher` (distinct seeds), saved as `pct train` saves models."""
+    from pct_pipeline import models
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _, beton = common.synthetic_beton(folder, spec.images, spec.size, spec.classes,
+                                      max(spec.workers, 2))
+    paths = []
+    for m in range(spec.ensemble):
+        torch.manual_seed(1000 + m)
+        model = models.build_model(spec.teacher, spec.classes)
+        paths.append(folder / f"teacher{m}.pt")
+        models.save_atomic({"model": model.state_dict(), "arch": spec.teacher,
+                            "num_classes": spec.classes}, paths[-1])
+    return beton, paths
+
+
+def make_cache(beton, ckpt, out, spec, python=sys.executable):
+    """Run the real `pct precompute-teachers` for the first teacher; returns the store path."""
+    command = [python, "-m", "pct_pipeline", "precompute-teachers", "--data", str(beton),
+               "--teacher", f"{spec.teacher}={ckpt}", "--views", str(spec.views),
+               "--out", str(out), "--resolution", str(spec.resolution),
+               "--batch-size", str(spec.batch_size), "--workers", str(spec.workers),
+               "--device", spec.device, "--overwrite"]
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    return out
+
+
+class TimedTeachers:
+    """Delegates to CachedTeachers / OnlineTeachers and adds up the seconds of each call.
+
+    `autocast` runs online teachers under bf16 autocast (train_one_epoch calls `targets`
+    outside its autocast block, so on CUDA they would otherwise run in fp32, unlike precompute).
+    """
+
+    def __init__(self, inner, sync, autocast=False):
+        self.inner, self.sync, self.autocast = inner, sync, autocast
+        self.reset()
+
+    def view_of(self, epoch):
+        return self.inner.view_of(epoch)
+
+    def begin_epoch(self, epoch, last_epoch):
+        start = time.perf_counter()
+        self.inner.begin_epoch(epoch, last_epoch)
+        self.fill_s += time.perf_counter() - start
+
+    def targets(self, step, images, indices):
+        start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            out = self.inner.targets(step, images, indices)
+        self.sync()
+        self.calls.append(time.perf_counter() - start)
+        return out
+
+    def reset(self):
+        self.fill_s, self.calls = 0.0, []
+
+
+class Bench:
+    """One loader, one config and one teacher source per variant, built once; `run` times one
+    epoch of a variant with a freshly initialised student."""
+
+    def __init__(self, beton, cache, ckpts, spec, folder):
+        from pct_pipeline import distributed
+        from pct_pipeline.dataset import BetonInfo, ViewLoader
+        from pct_pipeline.train.run import make_teachers
+        from pct_pipeline.train.teachers import open_cache
+
+        self.spec, self.d = spec, distributed.setup(spec.device)
+        self.cuda = self.d.device.type == "cuda"
+        self.sync = torch.cuda.synchronize if self.cuda else (lambda: None)
+        info = BetonInfo(beton)
+        self.num_classes = info.num_classes
+        store = open_cache(cache, info, self.num_classes, False)
+        crops = dict(view_seed=store.attrs["view_seed"], scale=tuple(store.attrs["scale"]),
+                     ratio=tuple(store.attrs["ratio"]))
+        self.loader = ViewLoader(beton, spec.batch_size, spec.resolution, spec.workers,
+                                 order="random", seed=0, distributed=self.d.world > 1,
+                                 drop_last=True, device=self.d.device, **crops)
+        self.steps = min(spec.steps or len(self.loader), len(self.loader))
+        self.configs = variant_configs(beton, cache, ckpts, spec, folder, self.steps)
+        self.teachers = {"loader": None, "ce": None}
+        for name in spec.variants[2:]:
+            inner = make_teachers(self.configs[name], store if name == "cached" else None,
+                                  self.loader, self.num_classes, self.d, False)
+            online = name != "cached" and self.cuda and spec.amp
+            self.teachers[name] = TimedTeachers(inner, self.sync, autocast=online)
+        self.epoch = 0
+
+    @property
+    def images_per_run(self):
+        return self.steps * self.spec.batch_size * self.d.world
+
+    def run(self, variant, steps=None):
+        """Wall seconds of one epoch of `steps` batches (a new epoch number, order and view)."""
+        from pct_pipeline.train.run import train_one_epoch
+
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        steps = steps or self.steps
+        teachers = self.teachers[variant]
+        self.loader.set_epoch(epoch)
+        self.loader.set_view(teachers.view_of(epoch) if teachers else epoch)
+        if variant == "loader":
+            return self._timed(lambda: self._iterate(steps))
+        cfg = replace(self.configs[variant], max_steps_per_epoch=steps)
+        model, net, optimizer = self._student(cfg)
+
+        def epoch_of_training():
+            if teachers:
+                teachers.begin_epoch(epoch, epoch + 1)  # no prefetch: it would overlap other runs
+            stats = train_one_epoch(cfg, net, model, self.loader, optimizer, teachers, None,
+                                    epoch, self.d)
+            seen = round(stats["images_per_s"] * stats["train_time_s"])
+            if seen != steps * self.spec.batch_size * self.d.world:
+                raise RuntimeError(f"{variant}: trained on {seen} images, expected "
+                                   f"{steps} steps of {self.spec.batch_size}")
+        return self._timed(epoch_of_training)
+
+    def _iterate(self, steps):
+        for step, _ in enumerate(self.loader):  # the same stop rule as train_one_epoch
+            if step >= steps:
+                break
+
+    def _student(self, cfg):
+        """(model, net, optimizer) as `pct train` builds them: same seed every time."""
+        import torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel
+
+        from pct_pipeline import models
+
+        torch.manual_seed(cfg.seed)
+        model = models.build_model(cfg.arch, self.num_classes).to(self.d.device)
+        if self.cuda and cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        lr = cfg.lr * cfg.batch_size * self.d.world / 256  # --auto-scale
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.wd)
+        net = model
+        if dist.is_initialized():  # under torchrun: DDP even with one process, as in multi-GPU
+            net = DistributedDataParallel(model, device_ids=[self.d.device] if self.cuda else None)
+        return model, net, optimizer
+
+    def _timed(self, work):
+        self.sync()
+        start = time.perf_counter()
+        work()
+        self.sync()
+        return time.perf_counter() - start
+
+
+def variant_configs(beton, cache, ckpts, spec, folder, steps):
+    """{variant: TrainConfig}: the same run, differing only in the teacher source and loss."""
+    from pct_pipeline.train.config import TrainConfig
+    from pct_pipeline.train.losses import LossConfig
+
+    base = TrainConfig(data=str(beton), val=str(beton), out=str(folder), arch=spec.student,
+                       batch_size=spec.batch_size, workers=spec.workers, auto_scale=True,
+                       amp=spec.amp, channels_last=spec.channels_last, print_freq=0,
+                       device=spec.device, resolution=spec.resolution, max_steps_per_epoch=steps)
+    fd = LossConfig(mode="kl", kd_alpha=0.3, kd_temperature=4.0, kd_filter="old_correct",
+                    filter_base=1.0, filter_scale=5.0)
+    teachers = tuple((spec.teacher, str(c)) for c in ckpts)
+    return {"ce": base, "cached": replace(base, teacher_cache=str(cache), loss=fd),
+            "online1": replace(base, online_teachers=teachers[:1], loss=fd),
+            f"online{spec.ensemble}": replace(base, online_teachers=teachers, loss=fd)}
+
+
+def measure(bench):
+    """Warm up, then time every variant once per repeat in rotated order.
+
+    Returns {'first_epoch_s', 'seconds': {variant: [s]}, 'join_s': [s], 'join_wall_s': [s],
+    'fill_s': [s]}. join_s is the median `targets` call times the calls of the run: a call
+    sometimes waits several ms for the GIL or a core held by the loader's threads (or other
+    processes), a wait the step would meet elsewhere without the join; join_wall_s is the sum.
+    """
+    variants = bench.spec.variants
+    first = bench.run("loader")  # ffcv compiles its pipeline during its first epoch
+    for variant in variants[1:]:
+        bench.run(variant, steps=max(1, min(2, bench.steps // 2)))  # allocator, kernels
+    seconds = {v: [] for v in variants}
+    join, wall, fill = [], [], []
+    cached = bench.teachers["cached"]
+    for r in range(bench.spec.repeats):
+        k = r % len(variants)
+        for variant in variants[k:] + variants[:k]:
+            cached.reset()
+            seconds[variant].append(bench.run(variant))
+            if variant == "cached":
+                join.append(statistics.median(cached.calls) * len(cached.calls))
+                wall.append(sum(cached.calls))
+                fill.append(cached.fill_s)
+    return {"first_epoch_s": first, "seconds": seconds, "join_s": join, "join_wall_s": wall,
+            "fill_s": fill}
+
+
+def report(bench, measured, extra_setup=None):
+    """Print the table; return {'name', 'setup', 'figures', 'ratios', 'checks'}."""
+    spec, images = bench.spec, bench.images_per_run
+    secs = measured["seconds"]
+    rates = {v: [images / s for s in secs[v]] for v in spec.variants}
+    ens = f"online{spec.ensemble}"
+    join_of_loader = [j / s for j, s in zip(measured["join_s"], secs["loader"])]
+    figures = {f"{v}_images_per_s": common.figure(r) for v, r in rates.items()}
+    figures["join_ms_per_batch"] = common.figure(
+        [1e3 * j / bench.steps for j in measured["join_s"]])
+    figures["cache_view_read_ms_per_epoch"] = common.figure([1e3 * f for f in measured["fill_s"]])
+    checks = [
+        common.ratio_check("train: cached KD / CE-only", rates["cached"], rates["ce"], ">=", 0.97),
+        common.ratio_check("train: cached KD / online KD, equal-size teacher", rates["cached"],
+                           rates["online1"], ">=", 1.25),
+        common.check("train: join time in the step / loader time",
+                     sum(measured["join_s"]) / sum(secs["loader"]), join_of_loader, "<=", 0.02)]
+    ens_check = common.ratio_check(f"train: cached KD / online KD, {spec.ensemble}-member "
+                                   f"ensemble", rates["cached"], rates[ens], ">=", 3.0)
+    if spec.ensemble == 8:  # the bar is set for 8 members
+        checks.insert(2, ens_check)
+    ratios = {
+        f"cached / {ens}": ens_check["value"],
+        "join share of cached step time": sum(measured["join_s"]) / sum(secs["cached"]),
+        "join wall time (with GIL/core waits) / loader time":
+            sum(measured["join_wall_s"]) / sum(secs["loader"]),
+        "cache view read / loader time": sum(measured["fill_s"]) / sum(secs["loader"]),
+        "loader time / CE-only time": sum(secs["loader"]) / sum(secs["ce"])}
+    setup = {**{k: v for k, v in vars(spec).items()}, "steps": bench.steps,
+             "images_per_run": images, "first_epoch_s": measured["first_epoch_s"],
+             "device": str(bench.d.device), "world": bench.d.world,
+             "torch_threads": torch.get_num_threads(), **(extra_setup or {})}
+    print_report(setup, figures, ratios, checks)
+    return {"name": "train", "setup": setup, "figures": figures, "ratios": ratios,
+            "checks": checks}
+
+
+def print_report(setup, figures, ratios, checks):
+    print(f"train: student {setup['student']}, teacher {setup['teacher']} (ensemble "
+          f"{setup['ensemble']}), {setup['resolution']} px, batch {setup['batch_size']}, "
+          f"{setup['steps']} steps per run, {setup['workers']} workers, {setup['device']}; "
+          f"first loader epoch (JIT, not counted) {setup['first_epoch_s']:.2f} s")
+    common.print_figures({k: v for k, v in figures.items() if k.endswith("images_per_s")})
+    common.print_figures({k: v for k, v in figures.items() if k.endswith("_ms_per_batch")
+                          or k.endswith("_per_epoch")}, unit="ms")
+    for name, value in ratios.items():
+        print(f"  {name}: {value:.3f}")
+    common.print_checks(checks)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    defaults = Spec()
+    for name in ("student", "teacher"):
+        parser.add_argument(f"--{name}", default=getattr(defaults, name))
+    for name in ("ensemble", "images", "classes", "size", "resolution", "batch_size", "workers",
+                 "steps", "repeats", "views"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    parser.add_argument("--json", help="also write the result dict here")
+    args = vars(parser.parse_args(argv))
+    out = args.pop("json")
+    spec = Spec(**args)
+    with tempfile.TemporaryDirectory() as tmp:
+        beton, ckpts = prepare(tmp, spec)
+        cache = make_cache(beton, ckpts[0], Path(tmp) / "cache.zarr", spec)
+        bench = Bench(beton, cache, ckpts, spec, tmp)
+        result = report(bench, measure(bench))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

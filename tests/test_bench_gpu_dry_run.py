@@ -1,0 +1,33 @@
+"""bench/gpu_check.sh --dry-run: the GPU benchmark script runs end to end on the CPU (tiny
+sizes, gloo, the real precompute CLI and torchrun) and writes every figure, so it cannot rot."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_dry_run_writes_every_figure(tmp_path):
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(out),
+         "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    figures = result["figures"]
+    wanted = {f"{v}_images_per_s" for v in ("loader", "ce", "cached", "online1", "online2")}
+    assert wanted | {"join_ms_per_batch", "cache_view_read_ms_per_epoch"} <= set(figures)
+    for name, figure in figures.items():
+        assert len(figure["values"]) == 2 and min(figure["values"]) > 0, (name, figure)
+    assert {c["name"] for c in result["checks"]} == {
+        "train: cached KD / CE-only", "train: cached KD / online KD, equal-size teacher",
+        "train: join time in the step / loader time"}
+    for check in result["checks"]:
+        assert check["value"] > 0 and check["spread"][0] <= check["spread"][1]
+    setup = result["setup"]
+    assert (setup["student"], setup["ensemble"], setup["process_group"]) == ("resnet18", 2, "gloo")
+    assert result["machine"]["versions"]["torch"] and "GPU: none (CPU)" in proc.stdout
+    assert "cached_images_per_s" in proc.stdout  # the table is printed
