@@ -6,15 +6,20 @@ class names and the dataset fingerprint that teacher caches and prediction store
 """
 import hashlib
 import json
+import multiprocessing
+import multiprocessing.queues
 import os
+import queue
+import signal
 import sys
+import time
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import PctError
+from .errors import WRITE_ERRORS, PctError, writing
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -22,19 +27,28 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 def scan_image_folder(src):
     """Class names (sorted folder names) and [(path, label)] in sorted order."""
     src = Path(src)
+    if src.exists() and not src.is_dir():
+        raise PctError(f"dataset source is not a folder: {src} (expected an ImageFolder tree)")
     if not src.is_dir():
         raise PctError(f"dataset folder not found: {src}")
-    classes = sorted(p.name for p in src.iterdir() if p.is_dir())
+    classes = sorted(p.name for p in _list(src) if p.is_dir())
     if not classes:
         raise PctError(f"no class folders in {src}: expected one sub-folder per class")
     samples = []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (src / name).iterdir()
+        files = sorted(p for p in _list(src / name)
                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise PctError(f"class folder has no images: {src / name}")
         samples.extend((str(p), label) for p in files)
     return classes, samples
+
+
+def _list(folder):
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        raise PctError(f"cannot read dataset folder {folder}: {exc.strerror}") from None
 
 
 def load_rgb(path):
@@ -72,14 +86,93 @@ class _ImageFolderSamples:
         return load_rgb(path), label, i
 
 
-def _quiet_writer_off_tty():
-    # ffcv's writer always draws a tqdm bar; draw it only when stderr is a terminal.
+def _ignore_sigint():
+    """In worker processes: Ctrl-C reaches the whole process group, and the main process
+    alone handles it (stopping the workers), so workers print no traceback of their own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _writer_worker(work_fn, *args):
+    """An ffcv writer worker whose OSError ends it with that errno as exit status (so the main
+    process can name it) instead of a traceback."""
+    _ignore_sigint()
+    try:
+        work_fn(*args)
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRORS:
+            raise
+        sys.exit(exc.errno)
+
+
+class _Workers:
+    """Stands in for ffcv.writer's `Process`, `Queue` and `sleep`. ffcv's main process waits
+    for its workers' progress and then for their allocation lists, and waits forever if a
+    worker died (its last page is written after its progress is counted, so a full disk
+    often kills it there). Here workers run `_writer_worker`, and both waits stop with the
+    dead worker's error."""
+
+    def __init__(self):
+        self.started = []
+
+    def process(self, target, args):
+        proc = multiprocessing.Process(target=_writer_worker, args=(target, *args))
+        self.started.append(proc)
+        return proc
+
+    def stop(self):
+        for proc in self.started:
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+
+    def queue(self):
+        return _WatchedQueue(self)
+
+    def sleep(self, seconds):
+        self.check()
+        time.sleep(seconds)
+
+    def check(self):
+        """Raise the error of the first worker that failed, after stopping the others."""
+        failed = [p for p in self.started if p.exitcode not in (None, 0)]
+        if not failed:
+            return
+        self.stop()
+        code = failed[0].exitcode
+        if code in WRITE_ERRORS:
+            raise OSError(code, os.strerror(code))
+        raise RuntimeError(f"an ffcv writer worker failed with exit status {code}")
+
+
+class _WatchedQueue(multiprocessing.queues.Queue):
+    """A multiprocessing queue whose blocking `get` gives up when a writer worker has died."""
+
+    def __init__(self, workers):
+        super().__init__(ctx=multiprocessing.get_context())
+        self.workers, self.owner = workers, os.getpid()
+
+    def get(self, block=True, timeout=None):
+        while block and timeout is None and os.getpid() == self.owner:  # workers just wait
+            try:
+                return super().get(timeout=0.1)
+            except queue.Empty:
+                self.workers.check()
+        return super().get(block, timeout)
+
+
+def _configure_ffcv_writer():
+    """Returns the `_Workers` of the next write."""
     import functools
 
     import ffcv.writer
     from tqdm import tqdm
 
+    # ffcv's writer always draws a tqdm bar; draw it only when stderr is a terminal.
     ffcv.writer.tqdm = functools.partial(tqdm, disable=not sys.stderr.isatty())
+    workers = _Workers()
+    ffcv.writer.Process, ffcv.writer.sleep = workers.process, workers.sleep
+    ffcv.writer.Queue = workers.queue
+    return workers
 
 
 def write_beton(src, out, max_resolution=256, jpeg_quality=90, workers=2, skip_bad=False):
@@ -90,8 +183,10 @@ def write_beton(src, out, max_resolution=256, jpeg_quality=90, workers=2, skip_b
     out = Path(out)
     if not out.parent.is_dir():
         raise PctError(f"output folder does not exist: {out.parent}")
+    if out.is_dir():
+        raise PctError(f"output is a folder: {out} (expected a .beton file name)")
     classes, samples = scan_image_folder(src)
-    with Pool(max(1, workers)) as pool:
+    with Pool(max(1, workers), initializer=_ignore_sigint) as pool:
         problems = pool.map(_check_image, [p for p, _ in samples], chunksize=64)
     bad = [msg for msg in problems if msg is not None]
     if bad and not skip_bad:
@@ -101,24 +196,40 @@ def write_beton(src, out, max_resolution=256, jpeg_quality=90, workers=2, skip_b
     missing = [classes[c] for c in range(len(classes)) if c not in present]
     if missing:
         raise PctError(f"class folder has no readable images: {Path(src) / missing[0]}")
-    _quiet_writer_off_tty()
+    writer_processes = _configure_ffcv_writer()
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     fields = {"image": RGBImageField(write_mode="jpg", max_resolution=max_resolution,
                                      jpeg_quality=jpeg_quality),
               "label": IntField(), "index": IntField()}
+    writer = DatasetWriter(str(partial), fields, num_workers=max(1, workers))
     try:
-        DatasetWriter(str(partial), fields, num_workers=max(1, workers)).from_indexed_dataset(
-            _ImageFolderSamples(kept), chunksize=32)
-        labels = np.array([label for _, label in kept], np.int64)
-        info = {"classes": classes, "num_classes": len(classes), "num_samples": len(kept),
-                "skipped": len(bad), "source": str(Path(src).resolve()),
-                "fingerprint": fingerprint(labels, partial.stat().st_size, out)}
-        _write_json_atomic(Path(str(out) + ".json"), info)
-        os.replace(partial, out)
+        with writing(out):
+            writer.from_indexed_dataset(_ImageFolderSamples(kept), chunksize=32)
+            labels = np.array([label for _, label in kept], np.int64)
+            info = {"classes": classes, "num_classes": len(classes), "num_samples": len(kept),
+                    "skipped": len(bad), "source": str(Path(src).resolve()),
+                    "fingerprint": fingerprint(labels, partial.stat().st_size, out)}
+            _write_json_atomic(Path(str(out) + ".json"), info)
+            os.replace(partial, out)
     finally:
+        writer_processes.stop()  # after an error or Ctrl-C; they have all ended otherwise
+        _release_metadata(writer)
         if partial.exists():
             partial.unlink()
     return info
+
+
+def _release_metadata(writer):
+    """Free the shared memory ffcv's writer leaves behind when a write fails half-way."""
+    from multiprocessing.shared_memory import SharedMemory
+
+    memory = getattr(writer, "metadata_sm", None)
+    if isinstance(memory, SharedMemory):
+        try:
+            memory.close()
+            memory.unlink()
+        except FileNotFoundError:  # already released by a write that finished
+            pass
 
 
 def fingerprint(labels, size, path):
@@ -129,8 +240,29 @@ def fingerprint(labels, size, path):
 
 def _write_json_atomic(path, obj):
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=1))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _check_not_truncated(path):
+    """PctError unless the file reaches the end of the allocation table its header promises
+    (ffcv writes that table last, so a cut-off copy lacks some of it)."""
+    from ffcv.types import ALLOC_TABLE_TYPE, HeaderType
+
+    size = path.stat().st_size
+    if size < HeaderType.itemsize:
+        return  # too short to be a .beton at all: the reader says so
+    header = np.fromfile(path, dtype=HeaderType, count=1)[0]
+    table = int(header["alloc_table_ptr"])
+    # every sample has at least its image allocated
+    needed = table + int(header["num_samples"]) * ALLOC_TABLE_TYPE.itemsize
+    if table == 0 or size < needed:
+        raise PctError(f"truncated .beton file: {path} has {size} bytes, its header needs at "
+                       f"least {needed} (an interrupted copy or write?)")
 
 
 class BetonInfo:
@@ -140,9 +272,12 @@ class BetonInfo:
         from ffcv.reader import Reader
 
         self.path = Path(path)
+        if self.path.is_dir():
+            raise PctError(f"dataset is a folder: {self.path} (expected a .beton file)")
         if not self.path.is_file():
             raise PctError(f"dataset file not found: {self.path}")
         try:
+            _check_not_truncated(self.path)
             reader = Reader(str(self.path))
             meta = reader.metadata
             fields = list(reader.field_names)
@@ -220,7 +355,7 @@ class ViewLoader:
     def __iter__(self):
         self.loader.next_epoch = self.epoch
         for images, labels, indices in self.loader:
-            images = (images.float() - self.mean) / self.std
+            images = images.float().sub_(self.mean).div_(self.std)  # one fresh tensor, in place
             yield images, labels.reshape(-1).clone(), indices.reshape(-1).clone()
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import PctError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -29,13 +31,27 @@ def setup(device=None):
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = parse_device(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 device_id=device if device.type == "cuda" else None)
     return Dist(rank, world, local_rank, device)
+
+
+def parse_device(name):
+    """torch.device of a --device value; PctError for a name torch does not know or a CUDA
+    device this machine does not have."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's error for an unparsable device string
+        raise PctError(f"unknown --device {name!r} (e.g. cpu, cuda, cuda:0)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise PctError(f"--device {name!r}: this machine has {count} CUDA device(s)")
+    return device
 
 
 def cleanup():

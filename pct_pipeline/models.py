@@ -38,7 +38,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from .errors import PctError
+from .errors import PctError, writing
 from .resnet_variants import BASE_ARCH, VARIANTS
 
 
@@ -349,13 +349,7 @@ def read_checkpoint(path):
     """(state dict as read_state_dict gives it, the constructor kwargs `pct train` saved with
     it under 'model_kwargs', else {})."""
     path = Path(path)
-    if not path.is_file():
-        raise PctError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch.load raises pickle, zip, EOF and runtime errors alike
-        raise PctError(f"unreadable checkpoint {path}: {type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    obj = load_file(path)
     state = obj
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):
@@ -368,6 +362,20 @@ def read_checkpoint(path):
     saved = obj.get("model_kwargs") if isinstance(obj, dict) else None
     return ({k.removeprefix("module."): v for k, v in state.items()},
             dict(saved) if isinstance(saved, dict) else {})
+
+
+def load_file(path):
+    """What torch.save wrote to `path`; PctError when it is missing, a folder or unreadable."""
+    path = Path(path)
+    if path.is_dir():
+        raise PctError(f"checkpoint is a folder: {path} (expected a file written by torch.save)")
+    if not path.is_file():
+        raise PctError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch.load raises pickle, zip, EOF and runtime errors alike
+        raise PctError(f"unreadable checkpoint {path}: {type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
 def checkpoint_num_classes(arch, state, path="checkpoint"):
@@ -412,12 +420,26 @@ def load_model(arch, path, num_classes=None, **kwargs):
 
 
 def save_atomic(obj, path):
-    """torch.save to a temporary file in the same folder, then rename over `path`."""
+    """torch.save to a temporary file in the same folder, then rename over `path`; a full disk
+    or a refused write is a PctError naming `path`, and leaves `path` as it was."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        with writing(path):
+            with open(tmp, "wb") as f:
+                _save_to(obj, f)
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _save_to(obj, f):
+    try:
+        torch.save(obj, f)
+    except RuntimeError as exc:
+        # torch's zip writer reports a failed write of `f` as a RuntimeError raised while
+        # the file's OSError (ENOSPC, say) is being handled: give that OSError back.
+        if isinstance(exc.__context__, OSError):
+            raise exc.__context__ from None
+        raise

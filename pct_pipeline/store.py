@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from .errors import PctError
+from .errors import PctError, writing
 
 SCHEMA_VERSION = 1
 CHUNK_BYTES = 1 << 20
@@ -46,6 +46,16 @@ def create_store(path, *, kind, labels, num_classes, views, attributes, dtype="f
     attrs = dict(attributes, schema_version=SCHEMA_VERSION, kind=kind, num_samples=n,
                  num_classes=c, views=int(views), chunk_rows=rows, shard_rows=shard_rows,
                  num_shards=num_shards)
+    # zarr writes each chunk to a temporary file and renames it: a full disk leaves no
+    # chunk half-written, and the markers say which units are whole.
+    with writing(path):
+        _create_arrays(path, attrs, labels, dtype, feature_dim, members)
+    return attrs
+
+
+def _create_arrays(path, attrs, labels, dtype, feature_dim, members):
+    views, n, c = attrs["views"], attrs["num_samples"], attrs["num_classes"]
+    rows, shard_rows, num_shards = attrs["chunk_rows"], attrs["shard_rows"], attrs["num_shards"]
     group = zarr.create_group(store=str(path), overwrite=True, attributes=attrs)
     data = dict(compressors=[ZstdCodec(level=1, checksum=True)])
     group.create_array("labels", data=labels, chunks=(n,), dimension_names=["sample"], **data)
@@ -66,7 +76,6 @@ def create_store(path, *, kind, labels, num_classes, views, attributes, dtype="f
     # One chunk per marker: writers of different units never share a chunk.
     group.create_array("done", shape=(views, num_shards), dtype="bool", chunks=(1, 1),
                        fill_value=False, dimension_names=["view", "shard"])
-    return attrs
 
 
 def write_unit(path, view, shard, *, logits, crops, features=None, member_logits=None):
@@ -78,13 +87,14 @@ def write_unit(path, view, shard, *, logits, crops, features=None, member_logits
     """
     group = zarr.open_group(str(path), mode="r+")
     lo, hi = shard_bounds(group.attrs.asdict(), shard)
-    group["logits"][view, lo:hi] = logits
-    group["crops"][view, lo:hi] = crops
-    if features is not None:
-        group["features"][view, lo:hi] = features
-    if member_logits is not None:
-        group["member_logits"][:, view, lo:hi] = member_logits
-    group["done"][view, shard] = True
+    with writing(path):
+        group["logits"][view, lo:hi] = logits
+        group["crops"][view, lo:hi] = crops
+        if features is not None:
+            group["features"][view, lo:hi] = features
+        if member_logits is not None:
+            group["member_logits"][:, view, lo:hi] = member_logits
+        group["done"][view, shard] = True
 
 
 def shard_bounds(attrs, shard):

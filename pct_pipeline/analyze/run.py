@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..errors import PctError
+from ..errors import PctError, writing
 from ..store import open_store
 from . import metrics
 
@@ -193,10 +193,16 @@ def _add_bootstrap(report, correct, negatives, resamples, seed):
 
 
 def write_json_atomic(path, report):
+    """Write to a temporary file beside `path`, then rename: `path` is whole or untouched."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        with writing(path):
+            tmp.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _require_matplotlib():

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from .. import __version__, models, store
-from ..errors import PctError
+from ..errors import PctError, writing
 
 # Settings that make two stores different artifacts; the batch size, worker count and process
 # count are absent because they change no byte of the output.
@@ -19,14 +19,19 @@ def acquire_lock(out):
     """An exclusive flock on `.NAME.lock` beside the store; refuses a second writer."""
     if not out.parent.is_dir():
         raise PctError(f"output folder does not exist: {out.parent}")
-    path = out.parent / f".{out.name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    path = lock_path(out)
+    with writing(out):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise PctError(f"{out} is being written by another process (lock {path} is held)") from None
     return fd
+
+
+def lock_path(out):
+    return out.parent / f".{out.name}.lock"
 
 
 def prepare_store(cfg, info, teachers, out):
@@ -36,16 +41,24 @@ def prepare_store(cfg, info, teachers, out):
         shutil.rmtree(out)
     elif cfg.overwrite and (out.exists() or out.is_symlink()):
         out.unlink()
-    existing = store.existing_attrs(out)
-    if existing is not None:
-        check_same_command(out, existing, wanted)
-        store.done_markers(out)  # the layout is whole, so the ranks can resume it
+    if check_existing(out, wanted):
         return
     feature_dim = models.feature_dim(teachers[0].model) if cfg.store_features else None
     store.create_store(out, kind=cfg.kind, labels=info.labels, num_classes=info.num_classes,
                        views=cfg.num_views, attributes=wanted, dtype=cfg.dtype,
                        feature_dim=feature_dim, members=len(teachers) if cfg.keep_members else None,
                        chunks_per_shard=cfg.chunks_per_shard, rows_per_chunk=cfg.rows_per_chunk)
+
+
+def check_existing(out, wanted):
+    """True when `out` is a store this same command can resume; False when nothing is there;
+    PctError for anything else (another store, someone else's files)."""
+    existing = store.existing_attrs(out)
+    if existing is None:
+        return False
+    check_same_command(out, existing, wanted)
+    store.done_markers(out)  # the layout is whole, so the ranks can resume it
+    return True
 
 
 def store_attributes(cfg, info, teachers):

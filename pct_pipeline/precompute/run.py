@@ -19,7 +19,8 @@ import torch
 from .. import distributed, models, store, views
 from ..dataset import BetonInfo, ViewLoader
 from ..errors import PctError
-from .prepare import acquire_lock, prepare_store
+from .prepare import (acquire_lock, check_existing, lock_path, prepare_store,
+                      store_attributes)
 
 
 @dataclass
@@ -98,6 +99,8 @@ def _lock_and_prepare(cfg, info, teachers, out):
     """(lock fd or None, error message or None): the lock is held until the run ends."""
     lock = None
     try:
+        if not cfg.overwrite:
+            precheck(cfg, info, teachers, out)
         lock = acquire_lock(out)
         prepare_store(cfg, info, teachers, out)
         return lock, None
@@ -105,6 +108,18 @@ def _lock_and_prepare(cfg, info, teachers, out):
         if lock is not None:
             os.close(lock)
         return None, str(exc)
+
+
+def precheck(cfg, info, teachers, out):
+    """Refuse what is at `out` before creating a lock file beside it (someone else's data,
+    another store). Every writer creates the lock file before it touches the store, so when
+    there is none the refusal stands; otherwise the check under the lock decides (it names a
+    running writer)."""
+    try:
+        check_existing(out, store_attributes(cfg, info, teachers))
+    except PctError:
+        if not lock_path(out).exists():
+            raise
 
 
 def pending_units(job, rank, world):

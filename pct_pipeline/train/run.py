@@ -7,6 +7,7 @@ validation logits go to RUN_DIR/predictions.zarr.
 """
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__, distributed, models, store, views
 from ..dataset import BetonInfo, ViewLoader
-from ..errors import PctError
+from ..errors import PctError, writing
 from .losses import pct_loss
 from .teachers import CachedTeachers, OnlineTeachers, bct_head, open_cache
 
@@ -67,8 +68,9 @@ def _run(cfg, d):
                         models.feature_dim(model), d.device)
     net = DistributedDataParallel(model) if d.world > 1 else model
     if d.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1, default=str))
+        with writing(out):
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1, default=str))
         if cfg.save_init_checkpoint and start_epoch == 0:
             save_checkpoint(out / "init.pt", cfg, model, optimizer, scheduler, 0, num_classes)
     for epoch in range(start_epoch, cfg.epochs):
@@ -195,7 +197,7 @@ def make_teachers(cfg, cache, loader, num_classes, d, with_features):
         return CachedTeachers(cache, loader, with_features)
     if cfg.online_teachers:
         return OnlineTeachers(cfg.online_teachers, num_classes, d.device,
-                              d.device.type == "cuda" and cfg.channels_last, with_features)
+                              d.device.type == "cuda" and cfg.channels_last, with_features, cfg.amp)
     return None
 
 
@@ -208,6 +210,9 @@ def bct_arch(cfg, cache):
 
 
 def check_options(cfg, train_info, val_info, num_classes):
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise PctError(f"--out {cfg.out} is not a folder (the run folder holds checkpoints, "
+                       f"metrics and predictions)")
     if cfg.teacher_cache and cfg.online_teachers:
         raise PctError("give either --teacher-cache or --online-teacher, not both")
     if cfg.loss.mode is not None and not (cfg.teacher_cache or cfg.online_teachers):
@@ -252,7 +257,7 @@ def load_resume(cfg, model, optimizer, scheduler):
 
 
 def log_epoch(out, stats):
-    with open(out / "metrics.jsonl", "a") as f:
+    with writing(out / "metrics.jsonl"), open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps(stats) + "\n")
     print(f"epoch {stats['epoch']}: loss {stats['loss']:.4f} ce {stats['ce']:.4f} "
           f"fd {stats['fd']:.4f} top1 {stats['top1']:.4f} top5 {stats['top5']:.4f} "
@@ -264,7 +269,8 @@ def finish(cfg, model, val_loader, val_info, d, out, epoch, resolution):
     logits, labels = evaluate(model, val_loader, val_info.num_samples, d, cfg.amp)
     result = accuracy(logits, labels)
     if d.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        with writing(out):
+            out.mkdir(parents=True, exist_ok=True)
         write_predictions(out / "predictions.zarr", logits, val_info, asdict(cfg),
                           {"arch": cfg.arch, "epoch": epoch}, cfg.val_resolution or resolution,
                           cfg.crop_ratio)
@@ -291,26 +297,47 @@ def write_predictions(path, logits, val_info, config, model_info, resolution, cr
 
 
 def evaluate_checkpoint(checkpoint, data, out, batch_size=256, workers=4, resolution=224,
-                        crop_ratio=224 / 256, device=None):
+                        crop_ratio=224 / 256, device=None, overwrite=False):
     """`pct evaluate`: the eval-view logits of any checkpoint as a predictions store."""
     d = distributed.setup(device)
     try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False) \
-            if Path(checkpoint).is_file() else None
+        check_new_output(out, overwrite)
+        ckpt = models.load_file(checkpoint)
         arch = ckpt.get("arch") if isinstance(ckpt, dict) else None
         if arch is None:
             raise PctError(f"{checkpoint} does not name its architecture (not written by pct train)")
         val_info = BetonInfo(data)
-        model, _ = models.load_model(arch, checkpoint, **ckpt.get("model_kwargs", {}))
+        model, classes = models.load_model(arch, checkpoint, **ckpt.get("model_kwargs", {}))
+        if val_info.num_classes > classes:
+            raise PctError(f"checkpoint {checkpoint} has {classes} classes, the data {data} has "
+                           f"{val_info.num_classes}")
         model = model.to(d.device)
         rows = np.array_split(np.arange(val_info.num_samples), d.world)[d.rank]
         loader = ViewLoader(data, batch_size, resolution, workers, eval_view=True,
                             crop_ratio=crop_ratio, indices=rows, device=d.device)
         logits, labels = evaluate(model, loader, val_info.num_samples, d)
+        bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+        if bad.size:
+            raise PctError(f"checkpoint {checkpoint} gives NaN/inf logits for sample {bad[0]} "
+                           f"of {data}")
         if d.is_main:
-            write_predictions(out, logits, val_info, {"checkpoint": str(checkpoint)},
-                              {"arch": arch, "checkpoint": str(checkpoint),
-                               "sha256": models.sha256_file(checkpoint)}, resolution, crop_ratio)
+            if overwrite and (Path(out).is_file() or Path(out).is_symlink()):
+                Path(out).unlink()  # a store replaces a folder itself, not a file
+            try:
+                write_predictions(out, logits, val_info, {"checkpoint": str(checkpoint)},
+                                  {"arch": arch, "checkpoint": str(checkpoint),
+                                   "sha256": models.sha256_file(checkpoint)}, resolution,
+                                  crop_ratio)
+            except PctError:  # a full disk, say: leave no half-made store under --out
+                shutil.rmtree(out, ignore_errors=True)
+                raise
         return accuracy(logits, labels)
     finally:
         distributed.cleanup()
+
+
+def check_new_output(out, overwrite):
+    """Refuse to replace whatever is at `out` (a store of earlier results, someone's folder)
+    unless asked to."""
+    if (Path(out).exists() or Path(out).is_symlink()) and not overwrite:
+        raise PctError(f"{out} exists (use --overwrite to replace it)")
