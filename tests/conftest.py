@@ -1,5 +1,6 @@
 """Shared test data: a small real digits ImageFolder, .beton files written by our writer, and
 a teacher checkpoint. Built once per test session; tests must not modify them."""
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,10 @@ def run_pct(*args, env=None, timeout=600):
     """Run the real `pct` console script; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "pct_pipeline", *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=timeout)
+
+
+def free_port():
+    """A TCP port free on the loopback interface now (for torchrun's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -3,7 +3,6 @@ made by another command or locked by another writer, kill -9 and resume, and 2 t
 processes writing the same bytes as one."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_pct
+from conftest import free_port, run_pct
 from pct_pipeline import models, store
 from pct_pipeline.cli import main
 from pct_pipeline.errors import PctError
@@ -205,12 +204,6 @@ def test_concurrent_writer_refused_and_kill_9_resumes(capsys, train_beton, wide_
     ref_args = [a if a != str(out) else str(reference) for a in args]
     assert pct(capsys, *ref_args)[0] == 0
     assert_same_store(out, reference)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(*args):

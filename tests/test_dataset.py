@@ -1,7 +1,6 @@
 """`pct write-dataset` and the loader's index/label join, including a 2-process torchrun loader."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conftest import run_pct
+from conftest import free_port, run_pct
 from pct_pipeline import dataset
 
 
@@ -108,12 +107,6 @@ with open(os.path.join(sys.argv[2], f"rank{d.rank}.json"), "w") as f:
     json.dump(epochs, f)
 distributed.cleanup()
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_process_loader_covers_each_sample_once(train_beton, tmp_path):

@@ -13,7 +13,6 @@ Other files already cover: precompute SIGKILL + resume and a second writer refus
 """
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_pct
+from conftest import free_port, run_pct
 from pct_pipeline import store
 from pct_pipeline.errors import PctError
 from test_precompute import assert_same_store
@@ -166,12 +165,6 @@ def test_write_dataset_interrupted_leaves_no_file_under_the_final_name(sig, digi
     if sig == signal.SIGINT:
         assert one_line(tmp_path, "run") == "pct: interrupted"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["run.err", "run.out"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_four_ranks_write_the_same_bytes_as_one(train_beton, teacher_ckpt, tmp_path):

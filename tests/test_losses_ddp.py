@@ -5,7 +5,6 @@ anchors only, and DDP averages the parameter gradients. That must equal one proc
 the mean loss over the concatenated batch; the local feature gradients, averaged the same way
 (divided by the world size), must equal the corresponding rows of the one-process gradient.
 """
-import socket
 
 import torch
 import torch.distributed as dist
@@ -13,6 +12,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from conftest import free_port
 from pct_pipeline.distributed import all_gather_with_grad
 from pct_pipeline.train.losses import LossConfig, cna, pct_loss
 
@@ -68,12 +68,6 @@ def worker(rank, port, out_dir):
     cna(all_gather_with_grad(local), old_feats, 0.1, anchors=rows).mean().backward()
     torch.save({"params": grads, "features": local.grad / WORLD}, f"{out_dir}/rank{rank}.pt")
     dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_cna_ddp_gradients_equal_single_process(tmp_path):

@@ -1,7 +1,6 @@
 """`pct train`: cached vs online parity, resume, 2-process DDP, every loss mode, one-line errors."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ import pytest
 import torch
 import zarr
 
-from conftest import run_pct
+from conftest import free_port, run_pct
 from pct_pipeline.models import build_model, save_atomic
 
 RES = 24
@@ -103,12 +102,6 @@ def test_every_loss_mode_trains(mode, train_beton, val_beton, caches, tmp_path):
     group = zarr.open_group(str(tmp_path / mode / "predictions.zarr"), mode="r")
     assert group.attrs["kind"] == "predictions" and group["done"][...].all()
     assert group["logits"].shape[1:] == (80, 10) and state["arch"] == "cnn_small"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_process_ddp_keeps_ranks_identical(train_beton, val_beton, caches, tmp_path):
