@@ -3,16 +3,20 @@
 
 Both sides read the same synthetic ImageNet-like images (JPEGs of about SIZE px, varied aspect;
 ours from a .beton written by `write_dataset`'s writer, torchvision's from the ImageFolder it was
-written from), in random order, and yield normalised float32 batches [B, 3, R, R] of a
-RandomResizedCrop(R) + horizontal flip view. Each side's first epoch (ffcv's JIT compile,
-torchvision's worker start) is reported apart; then full epochs alternate A B B A ... and the
-median and range of each side's images/s and of the per-repeat ratio are printed.
+written from), in random order, and do the same work with the same number of workers: decode,
+RandomResizedCrop(R) (scale 0.08-1, ratio 3/4-4/3) + horizontal flip, normalisation to float32
+batches [B, 3, R, R] (ffcv: in the loader's WORKERS threads; torchvision: in its WORKERS
+processes), every image of the epoch delivered (checked). Each side's first epoch (ffcv's JIT
+compile, torchvision's worker start) is reported apart; then full epochs alternate A B B A ...
+and the median and range of each side's images/s and of the per-repeat ratio are printed, with
+the load average before and after (other work on the machine slows both sides, not equally).
 
     python bench/loader.py [--images 2048] [--size 160] [--resolution 128] [--batch-size 64]
                            [--workers 2] [--repeats 6] [--json OUT]
 """
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -48,15 +52,19 @@ def ffcv_loader(beton, resolution, batch_size, workers, seed=0):
     return ViewLoader(beton, batch_size, resolution, workers, order="random", seed=seed)
 
 
-def epoch_seconds(loader, epoch):
+def epoch_seconds(loader, epoch, images, resolution):
     """Wall seconds of one full pass; ffcv gets a fresh epoch (order) and view each time."""
     if hasattr(loader, "set_view"):
         loader.set_epoch(epoch)
         loader.set_view(epoch)
-    start = time.perf_counter()
-    for images, labels, *_ in loader:
-        assert images.dtype == torch.float32 and images.dim() == 4
-    return time.perf_counter() - start
+    seen, start = 0, time.perf_counter()
+    for batch, labels, *_ in loader:
+        assert batch.dtype == torch.float32 and batch.shape[1:] == (3, resolution, resolution)
+        seen += len(batch)
+    seconds = time.perf_counter() - start
+    if seen != images:
+        raise RuntimeError(f"an epoch delivered {seen} images, expected {images}")
+    return seconds
 
 
 def measure(tree, beton, images, args):
@@ -64,12 +72,13 @@ def measure(tree, beton, images, args):
     sides = {"torchvision": torchvision_loader(tree, args.resolution, args.batch_size, args.workers),
              "ffcv": ffcv_loader(beton, args.resolution, args.batch_size, args.workers)}
     # torchvision first: its workers fork before ffcv starts any thread in this process
-    first = {name: epoch_seconds(loader, 0) for name, loader in sides.items()}
+    first = {name: epoch_seconds(loader, 0, images, args.resolution)
+             for name, loader in sides.items()}
     rates = {"ffcv": [], "torchvision": []}
     for r in range(args.repeats):
         order = ("ffcv", "torchvision") if r % 2 == 0 else ("torchvision", "ffcv")
         for name in order:
-            rates[name].append(images / epoch_seconds(sides[name], r + 1))
+            rates[name].append(images / epoch_seconds(sides[name], r + 1, images, args.resolution))
     return first, rates
 
 
@@ -89,22 +98,26 @@ def main(argv=None):
         tree, beton = common.synthetic_beton(tmp, args.images, args.size, args.classes,
                                              args.workers)
         build_s = time.perf_counter() - start
+        load_before = os.getloadavg()[0]
         first, rates = measure(tree, beton, args.images, args)
-    result = report(args, first, rates, build_s)
+        load = [load_before, os.getloadavg()[0]]
+    result = report(args, first, rates, build_s, load)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return result
 
 
-def report(args, first, rates, build_s):
+def report(args, first, rates, build_s, load):
     figures = {f"{name}_images_per_s": common.figure(v) for name, v in rates.items()}
     checks = [common.ratio_check("loader: ffcv ViewLoader / torchvision ImageFolder+PIL",
                                  rates["ffcv"], rates["torchvision"], ">=", 3.0)]
     setup = {"images": args.images, "source_px": args.size, "resolution": args.resolution,
              "batch_size": args.batch_size, "workers": args.workers, "repeats": args.repeats,
-             "data_build_s": build_s, "first_epoch_s": first}
+             "data_build_s": build_s, "first_epoch_s": first, "load_average": load,
+             "cores": os.cpu_count()}
     print(f"loader: {args.images} synthetic JPEGs of ~{args.size} px -> RandomResizedCrop "
           f"{args.resolution} + flip, batch {args.batch_size}, {args.workers} workers each")
+    print(f"  load average {load[0]:.2f} before, {load[1]:.2f} after; {os.cpu_count()} cores")
     print(f"  first epoch (not counted): ffcv {first['ffcv']:.2f} s (JIT compile), "
           f"torchvision {first['torchvision']:.2f} s (worker start)")
     common.print_figures(figures)

@@ -1,11 +1,13 @@
-"""Pool the demo's negative flips over seeds, with a paired bootstrap of the reduction.
+"""Pool the demo's negative flips over seeds, with paired bootstraps against plain CE.
 
-    python demo/summarize.py OUT --seeds 1 2 3
+    python demo/summarize.py OUT --seeds 1 2 3 [--plot OUT/summary.png]
 
-Reads OUT/old.zarr and OUT/new_{ce,fd,ldi}_s{seed}/predictions.zarr, prints per-method top-1
-(mean over seeds) and negative flips (per seed and pooled), and for fd and ldi the pooled
-reduction against ce with a 95% interval from resampling the validation set jointly for all
-models (paired). Writes OUT/summary.json.
+Reads OUT/old.zarr and OUT/new_{ce,fd,ldi}_s{seed}/predictions.zarr. Prints per method the
+top-1 (mean over seeds) and the negative flips (per seed and pooled); for fd and ldi the top-1
+difference against ce of the same seed (and its mean over seeds) and the pooled change in
+negative flips, each with a 95% interval from one paired bootstrap: the validation images are
+resampled jointly for all models, so every difference is taken on the same resampled images.
+Writes OUT/summary.json (and the plot of demo/summary_plot.py with --plot).
 """
 import argparse
 import json
@@ -13,10 +15,103 @@ from pathlib import Path
 
 import numpy as np
 
-from pct_pipeline.analyze.metrics import bootstrap_sums, flips, percentile_ci, score
+from pct_pipeline.analyze.metrics import bootstrap_sums, percentile_ci, score
 from pct_pipeline.analyze.run import load
 
 METHODS = ("ce", "fd", "ldi")
+AIMS = {"reduction": 0.30, "top1_drop": 0.01}  # fd: >= 30% fewer flips, <= 1 point of top-1
+
+
+def summarize(old, runs, seeds, resamples=2000, seed=0):
+    """The summary dict. old: Predictions; runs: {method: [Predictions, one per seed]}."""
+    n, k = len(old.labels), len(seeds)
+    scores, _ = score([old.logits] + [p.logits for m in METHODS for p in runs[m]], old.labels)
+    old_right = scores[0].rank == 0
+    right = np.stack([s.rank == 0 for s in scores[1:]], axis=1)  # bool [N, methods * seeds]
+    negative = old_right[:, None] & ~right
+    # One joint resample for every column: all differences below are paired.
+    boot = bootstrap_sums(np.concatenate([negative, right], axis=1), resamples, seed)
+    nf, correct = negative.sum(axis=0), right.sum(axis=0)  # [methods * seeds]
+    boot_nf, boot_correct = boot[:, :3 * k], boot[:, 3 * k:]
+
+    def of(x, i):  # method i's seeds
+        return x[..., i * k:(i + 1) * k]
+
+    summary = {"n": n, "old_top1": float(old_right.mean()), "seeds": list(seeds),
+               "bootstrap": resamples, "methods": {}}
+    for i, m in enumerate(METHODS):
+        entry = {"top1_mean": float(of(correct, i).mean() / n),
+                 "top1_per_seed": (of(correct, i) / n).tolist(),
+                 "top1_mean_ci95": percentile_ci(of(boot_correct, i).mean(axis=1) / n),
+                 "negative_flips_per_seed": of(nf, i).tolist(),
+                 "negative_flips_pooled": int(of(nf, i).sum()),
+                 "negative_flips_pooled_ci95": percentile_ci(of(boot_nf, i).sum(axis=1))}
+        if m != "ce":
+            ce_pooled = int(of(nf, 0).sum())
+            reduction = ce_pooled - entry["negative_flips_pooled"]
+            diff = (of(correct, i) - of(correct, 0)) / n  # [seeds]
+            diff_boot = (of(boot_correct, i) - of(boot_correct, 0)) / n  # [B, seeds]
+            entry.update(
+                reduction=reduction,
+                reduction_ci95=percentile_ci(of(boot_nf, 0).sum(axis=1)
+                                             - of(boot_nf, i).sum(axis=1)),
+                relative_reduction=reduction / ce_pooled if ce_pooled else None,
+                top1_difference={
+                    "per_seed": [{"seed": s, "difference": float(d),
+                                  "ci95": percentile_ci(diff_boot[:, j])}
+                                 for j, (s, d) in enumerate(zip(seeds, diff))],
+                    "pooled": {"difference": float(diff.mean()),
+                               "ci95": percentile_ci(diff_boot.mean(axis=1))}})
+        summary["methods"][m] = entry
+    return summary
+
+
+def _signed(x, digits=0, scale=1.0):
+    return f"{scale * x:+.{digits}f}"
+
+
+def _interval(ci, digits=0, scale=1.0):
+    return f"[{_signed(ci[0], digits, scale)}, {_signed(ci[1], digits, scale)}]"
+
+
+def format_summary(s):
+    """The tables printed by the demo (top-1 in %, differences in points, flips in counts)."""
+    methods = s["methods"]
+    lines = [f"old model top-1 {100 * s['old_top1']:.2f}%  ({s['n']} validation images, "
+             f"seeds {' '.join(map(str, s['seeds']))}, paired bootstrap B={s['bootstrap']})",
+             f"{'method':<6} {'top-1 (mean)':>12} {'top-1 vs ce [95% CI]':>24} "
+             f"{'NF per seed':>20} {'NF pooled':>9} {'NF change vs ce':>16} {'95% CI':>10}"]
+    for m, e in methods.items():
+        row = (f"{m:<6} {100 * e['top1_mean']:>11.2f}% ")
+        if m == "ce":
+            row += f"{'':>24} {str(e['negative_flips_per_seed']):>20} " \
+                   f"{e['negative_flips_pooled']:>9}"
+        else:
+            d = e["top1_difference"]["pooled"]
+            change = f"{-e['reduction']:+d} ({-100 * (e['relative_reduction'] or 0):+.0f}%)"
+            row += (f"{_signed(d['difference'], 2, 100) + ' ' + _interval(d['ci95'], 2, 100):>24} "
+                    f"{str(e['negative_flips_per_seed']):>20} {e['negative_flips_pooled']:>9} "
+                    f"{change:>16} {_interval([-e['reduction_ci95'][1], -e['reduction_ci95'][0]]):>10}")
+        lines.append(row)
+    lines.append("top-1 difference vs ce of the same seed, points [paired 95% CI]:")
+    for m, e in methods.items():
+        if m != "ce":
+            cells = [f"s{d['seed']} {_signed(d['difference'], 2, 100)} "
+                     f"{_interval(d['ci95'], 1, 100)}" for d in e["top1_difference"]["per_seed"]]
+            lines.append(f"  {m:<4} " + "  ".join(cells))
+    lines.extend(_verdicts(methods))
+    return "\n".join(lines)
+
+
+def _verdicts(methods):
+    """One line per method on the demo's aims (see README: What `make demo` shows)."""
+    fd, ldi = methods["fd"], methods["ldi"]
+    fd_cut = (fd["relative_reduction"] or 0) >= AIMS["reduction"] and fd["reduction_ci95"][0] > 0
+    fd_top1 = fd["top1_difference"]["pooled"]["difference"] >= -AIMS["top1_drop"]
+    return [f"fd : >= {100 * AIMS['reduction']:.0f}% fewer pooled flips with the interval "
+            f"excluding 0: {'yes' if fd_cut else 'no'}; mean top-1 at most "
+            f"{100 * AIMS['top1_drop']:.0f} point below ce: {'yes' if fd_top1 else 'no'}",
+            f"ldi: fewer pooled flips than ce: {'yes' if ldi['reduction'] > 0 else 'no'}"]
 
 
 def main():
@@ -24,41 +119,19 @@ def main():
     parser.add_argument("out")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--bootstrap", type=int, default=2000)
+    parser.add_argument("--plot", help="also draw the summary figure (PNG) here")
     args = parser.parse_args()
     out = Path(args.out)
-    old = load(out / "old.zarr")
-    runs = [(m, s) for m in METHODS for s in args.seeds]
-    news = [load(out / f"new_{m}_s{s}" / "predictions.zarr") for m, s in runs]
-    scores, _ = score([old.logits] + [p.logits for p in news], old.labels)
-    old_right = scores[0].rank == 0
-    negative = np.stack([flips(old_right, s.rank == 0)[0] for s in scores[1:]], axis=1)
-    top1 = np.array([np.mean(s.rank == 0) for s in scores[1:]])
-    sums = bootstrap_sums(negative, args.bootstrap, seed=0)  # [B, methods * seeds]
-    k = len(args.seeds)
-    pooled = {m: negative[:, i * k:(i + 1) * k].sum() for i, m in enumerate(METHODS)}
-    boot = {m: sums[:, i * k:(i + 1) * k].sum(axis=1) for i, m in enumerate(METHODS)}
-    summary = {"n": len(old.labels), "old_top1": float(old_right.mean()), "seeds": args.seeds,
-               "methods": {}}
-    print(f"old model top-1 {100 * old_right.mean():.2f}%  ({len(old.labels)} validation images)")
-    print(f"{'method':<6} {'top-1 (mean)':>12} {'NF per seed':>16} {'NF pooled':>10} "
-          f"{'NF change vs ce':>16} {'95% CI (paired)':>18}")
-    for i, m in enumerate(METHODS):
-        per_seed = negative[:, i * k:(i + 1) * k].sum(axis=0).tolist()
-        entry = {"top1_mean": float(top1[i * k:(i + 1) * k].mean()),
-                 "top1_per_seed": top1[i * k:(i + 1) * k].tolist(),
-                 "negative_flips_per_seed": per_seed, "negative_flips_pooled": int(pooled[m])}
-        change = ""
-        if m != "ce":
-            reduction = pooled["ce"] - pooled[m]
-            ci = percentile_ci(boot["ce"] - boot[m])
-            entry.update(reduction=int(reduction), reduction_ci95=ci,
-                         relative_reduction=float(reduction / pooled["ce"]) if pooled["ce"] else None)
-            change = f"{-reduction:+d} ({-100 * reduction / max(pooled['ce'], 1):+.0f}%)"
-            change = f"{change:>16} [{-ci[1]:+.0f}, {-ci[0]:+.0f}]"
-        summary["methods"][m] = entry
-        print(f"{m:<6} {100 * entry['top1_mean']:>11.2f}% {str(per_seed):>16} {pooled[m]:>10} {change}")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    runs = {m: [load(out / f"new_{m}_s{s}" / "predictions.zarr") for s in args.seeds]
+            for m in METHODS}
+    summary = summarize(load(out / "old.zarr"), runs, args.seeds, args.bootstrap)
+    print(format_summary(summary))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"wrote {out / 'summary.json'}")
+    if args.plot:
+        from summary_plot import plot  # demo/summary_plot.py, beside this file
+        plot(summary, args.plot)
+        print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":

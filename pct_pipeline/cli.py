@@ -3,6 +3,8 @@
 Each command parses its options into a frozen config and calls the stage's ``run(cfg)``.
 Commands are imported only when invoked, so `pct analyze` never pays for torch or ffcv.
 User mistakes (PctError, click usage errors) end as one line on stderr and exit status 2.
+Option names are read with underscores as dashes (`--kd_alpha` is `--kd-alpha`, the original
+research code's spelling), so each option is declared, and listed in --help, once.
 """
 import importlib
 import sys
@@ -11,12 +13,13 @@ import click
 
 from . import __version__
 from .errors import PctError
+from .options import option_name
 
 COMMANDS = {
     "write-dataset": "pct_pipeline.dataset_command:write_dataset",
     "precompute-teachers": "pct_pipeline.precompute.command:precompute_teachers",
     "train": "pct_pipeline.train.command:train",
-    "evaluate": "pct_pipeline.train.command:evaluate",
+    "evaluate": "pct_pipeline.train.evaluate_command:evaluate",
     "analyze": "pct_pipeline.analyze.command:analyze",
     "models": "pct_pipeline.models_command:models",
 }
@@ -34,7 +37,8 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup,
-             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
+                               "token_normalize_func": option_name})
 @click.version_option(__version__, prog_name="pct")
 def cli():
     """Positive-congruent training: precompute teacher logits once, train against them,

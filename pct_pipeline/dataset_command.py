@@ -7,26 +7,35 @@ import click
 
 @dataclass(frozen=True)
 class WriteConfig:
+    """What `pct write-dataset` does. workers: None means the cores this process may use
+    (distributed.usable_cores). overwrite: replace an existing OUT (refused otherwise)."""
+
     src: str
     out: str
     max_resolution: int = 256
     jpeg_quality: int = 90
-    workers: int = 2
+    workers: int | None = None
     skip_bad: bool = False
+    overwrite: bool = False
 
 
 @click.command("write-dataset")
 @click.argument("src", type=click.Path())
 @click.argument("out", type=click.Path())
 @click.option("--max-resolution", type=click.IntRange(min=8), default=WriteConfig.max_resolution,
-              show_default=True, help="Longer side is resized down to at most this.")
+              show_default=True, help="Images whose longer side exceeds this many pixels are "
+              "resized down to it (aspect ratio kept); smaller ones are stored as they are.")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=WriteConfig.jpeg_quality,
-              show_default=True)
+              show_default=True, help="JPEG quality of the stored images (1-100).")
 @click.option("-j", "--workers", type=click.IntRange(min=1), default=WriteConfig.workers,
-              show_default=True)
+              help="Processes that read and encode images [default: the cores this process "
+              "may use].")
 @click.option("--skip-bad", is_flag=True, help="Leave unreadable images out (counted) instead of stopping.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT (and OUT.json); it is "
+              "replaced only once the new file is complete.")
 def write_dataset(**options):
-    """Convert an ImageFolder tree SRC (one sub-folder per class) into an FFCV .beton OUT."""
+    """Convert an ImageFolder tree SRC (one sub-folder per class) into an FFCV .beton OUT, with
+    OUT.json beside it (class names, fingerprint)."""
     from .dataset import write_beton
 
     cfg = WriteConfig(**options)

@@ -1,9 +1,13 @@
-"""torchrun environment -> (rank, world size, device); gloo on CPU, nccl on CUDA.
+"""torchrun environment -> (rank, world size, node, device); gloo on CPU, nccl on CUDA.
 
 The same code runs as one process (no env vars: rank 0 of 1, no process group) or under
-`torchrun`, which sets RANK, WORLD_SIZE and LOCAL_RANK.
+`torchrun`, which sets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE and GROUP_RANK (the
+node's rank). Node-local resources (shared memory) are named by `run_id` and `node`, so two
+launchers on one machine (two "nodes") never share them.
 """
 import os
+import secrets
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +22,9 @@ class Dist:
     world: int
     local_rank: int
     device: torch.device
+    local_world: int = 1      # processes on this node
+    node: int = 0             # this node's rank (torchrun's GROUP_RANK)
+    run_id: str = "local"     # the same on every rank of one run, different between runs
 
     @property
     def is_main(self):
@@ -31,13 +38,41 @@ def setup(device=None):
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda":  # no index: this process's GPU on its node
+        device = f"cuda:{local_rank}"
     device = parse_device(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 device_id=device if device.type == "cuda" else None)
-    return Dist(rank, world, local_rank, device)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    node = int(os.environ.get("GROUP_RANK", 0))
+    run_id = broadcast_object(secrets.token_hex(6))
+    return Dist(rank, world, local_rank, device, local_world, node, run_id)
+
+
+def usable_cores():
+    """Cores this process may run on (its CPU affinity), e.g. a Slurm allocation's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
+def workers_for(asked=None):
+    """Loader threads for this process: `asked` (--workers), or by default the usable cores
+    divided among the processes of this node. More threads than cores cannot run (numba
+    refuses them), so a larger `asked` is lowered to that, with a one-line note."""
+    share = max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    if asked is None:
+        return share
+    if asked > usable_cores():
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"pct: note: --workers {asked} is more than the {usable_cores()} cores this "
+                  f"process may use; using {usable_cores()}", file=sys.stderr, flush=True)
+        return usable_cores()
+    return asked
 
 
 def parse_device(name):
@@ -70,6 +105,16 @@ def all_sum(values, device):
     if dist.is_initialized():
         dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def first_problem(problem):
+    """The first non-None of every process's `problem` (an error message or None), in rank
+    order, so that all processes stop together when one of them cannot go on."""
+    if not dist.is_initialized():
+        return problem
+    problems = [None] * dist.get_world_size()
+    dist.all_gather_object(problems, problem)
+    return next((p for p in problems if p is not None), None)
 
 
 def broadcast_object(obj, src=0):

@@ -25,11 +25,15 @@ measured minimum), 299 px for Inception v3 in training with its auxiliary head, 
 for a variant, those of its ResNet into the backbone) from the torch hub cache only, never
 downloading; with a class count other than the weights' 1000, the final classifier (and the
 auxiliary heads' last layers) are replaced by freshly initialised ones.
-Checkpoints are written atomically (temporary file + rename).
+Checkpoints are written atomically (temporary file + rename) and read as data
+(`torch.load(weights_only=True)`): a file whose unpickling needs other code is refused unless
+the user trusts it (`--trust-checkpoint`).
 """
 import functools
 import hashlib
 import os
+import pickle
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -339,17 +343,21 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
-def read_state_dict(path):
+def read_state_dict(path, trust=False):
     """The state dict in a checkpoint file: a bare state dict, or a dict with 'model' or
-    'state_dict' (as `pct train` and the original research code write); 'module.' stripped."""
-    return read_checkpoint(path)[0]
+    'state_dict' (as `pct train` and the original research code write); 'module.' stripped.
+    `trust`: see load_file."""
+    return read_checkpoint(path, trust)[0]
 
 
-def read_checkpoint(path):
+def read_checkpoint(path, trust=False):
     """(state dict as read_state_dict gives it, the constructor kwargs `pct train` saved with
-    it under 'model_kwargs', else {})."""
-    path = Path(path)
-    obj = load_file(path)
+    it under 'model_kwargs', else {}). `trust`: see load_file."""
+    return checkpoint_state(load_file(path, trust), path)
+
+
+def checkpoint_state(obj, path):
+    """read_checkpoint's answer for `obj`, what load_file gave for the file `path`."""
     state = obj
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):
@@ -364,18 +372,59 @@ def read_checkpoint(path):
             dict(saved) if isinstance(saved, dict) else {})
 
 
-def load_file(path):
-    """What torch.save wrote to `path`; PctError when it is missing, a folder or unreadable."""
+def load_file(path, trust=False):
+    """What torch.save wrote to `path`, read as data (torch.load with weights_only=True):
+    tensors, dicts, lists, tuples, strings and numbers. A file that needs other code to be
+    unpickled is refused with a PctError naming the first such global; so is a missing,
+    folder or unreadable file. `trust` (--trust-checkpoint) unpickles anything, which runs
+    whatever code the file holds; a pickled nn.Module (whole, or under 'model' or
+    'state_dict') then gives its state_dict()."""
     path = Path(path)
     if path.is_dir():
         raise PctError(f"checkpoint is a folder: {path} (expected a file written by torch.save)")
     if not path.is_file():
         raise PctError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch.load raises pickle, zip, EOF and runtime errors alike
+        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        wanted = None if trust else unsafe_global(str(exc))
+        if wanted is not None:
+            raise PctError(f"checkpoint {path} was not loaded: unpickling it needs {wanted}, "
+                           f"which runs code from the file; pass --trust-checkpoint only if you "
+                           f"trust its source") from None
+        raise PctError(f"unreadable checkpoint {path}: UnpicklingError: "
+                       f"{unpickler_reason(str(exc))}") from None
+    except Exception as exc:  # torch.load raises zip, EOF, index and runtime errors alike
         raise PctError(f"unreadable checkpoint {path}: {type(exc).__name__}: "
                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, dict):
+        obj = {k: v.state_dict() if isinstance(v, nn.Module) and k in ("model", "state_dict")
+               else v for k, v in obj.items()}
+    return obj
+
+
+def unsafe_global(message):
+    """The global (module.name) that torch's weights-only unpickler refused, from its error
+    message ('GLOBAL posix.system whose module posix is blocked', 'GLOBAL getattr was not an
+    allowed global'; builtins lose their module there), or None for other failures."""
+    found = re.search(r"GLOBAL\s+([\w.]+)", message)
+    if found is None:
+        return None
+    name = found.group(1).rstrip(".")
+    return name if "." in name else f"builtins.{name}"
+
+
+def unpickler_reason(message):
+    """The weights-only unpickler's own line in torch's error message, without its advice."""
+    advice = ("Weights only load failed", "weights_only", "Check the documentation",
+              "Please file an issue")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    own = [line for line in lines if not any(a in line for a in advice)]
+    if own:
+        return own[0].removeprefix("WeightsUnpickler error: ")
+    return lines[0].removeprefix("Weights only load failed. ") if lines else ""
 
 
 def checkpoint_num_classes(arch, state, path="checkpoint"):
@@ -402,12 +451,12 @@ def load_weights(model, state, arch, path):
     return model
 
 
-def load_model(arch, path, num_classes=None, **kwargs):
+def load_model(arch, path, num_classes=None, trust=False, **kwargs):
     """(model in eval mode, class count) from a checkpoint; `num_classes` is checked if given.
     The model is built with the checkpoint's saved `model_kwargs` (e.g. a ViT's image_size),
     overridden by `kwargs`. A GoogLeNet / Inception v3 checkpoint without auxiliary heads
-    loads into a model without."""
-    state, saved = read_checkpoint(path)
+    loads into a model without. `trust`: see load_file."""
+    state, saved = read_checkpoint(path, trust)
     kwargs = {**saved, **kwargs}
     classes = checkpoint_num_classes(arch, state, path)
     heads = AUX_HEADS.get(arch, ())

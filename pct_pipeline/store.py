@@ -8,11 +8,13 @@ writes every array's rows of the unit, then sets its marker. Consumers refuse a 
 false marker. Every chunk carries a checksum, so a corrupted chunk fails loudly on read.
 """
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
+from zarr.storage import LocalStore, WrapperStore
 
 from .errors import PctError, writing
 
@@ -27,6 +29,68 @@ def chunk_rows(row_bytes, num_samples):
     return int(max(1, min(num_samples, CHUNK_BYTES // max(1, row_bytes))))
 
 
+def plan_layout(num_samples, num_classes, dtype="float16", feature_dim=None,
+                chunks_per_shard=CHUNKS_PER_SHARD, rows_per_chunk=None):
+    """{chunk_rows, shard_rows, num_shards} of a store: known before it exists, so every rank
+    can tell which (view, shard) units are its own."""
+    widest = max(int(num_classes), feature_dim or 0)
+    rows = rows_per_chunk or chunk_rows(widest * np.dtype(dtype).itemsize, num_samples)
+    shard_rows = rows * chunks_per_shard
+    return {"chunk_rows": rows, "shard_rows": shard_rows,
+            "num_shards": math.ceil(num_samples / shard_rows)}
+
+
+def rank_shards(num_shards, rank, world):
+    """The contiguous run of shards rank `rank` of `world` owns when a store is written by rows
+    (predictions): balanced to within one shard."""
+    return range(rank * num_shards // world, (rank + 1) * num_shards // world)
+
+
+class ByteCounter:
+    """Bytes a process has read from stores (what came back from the storage layer, i.e.
+    compressed chunk bytes), thread-safe."""
+
+    def __init__(self):
+        self.total, self.lock = 0, threading.Lock()
+
+    def add(self, buffer):
+        if buffer is not None:
+            with self.lock:
+                self.total += len(buffer)
+
+
+BYTES_READ = ByteCounter()  # every store this process opens counts here
+
+
+class CountingStore(WrapperStore):
+    """A zarr store that counts the bytes its reads return into BYTES_READ."""
+
+    def _with_store(self, store):
+        return type(self)(store)
+
+    async def get(self, key, prototype, byte_range=None):
+        buffer = await self._store.get(key, prototype, byte_range)
+        BYTES_READ.add(buffer)
+        return buffer
+
+    async def get_partial_values(self, prototype, key_ranges):
+        buffers = await self._store.get_partial_values(prototype, key_ranges)
+        for buffer in buffers:
+            BYTES_READ.add(buffer)
+        return buffers
+
+
+def zarr_store(location, read_only=False):
+    """The zarr store behind a store location. The only place that turns a location into
+    storage: the rest of the package passes locations around."""
+    return CountingStore(LocalStore(str(location), read_only=read_only))
+
+
+def open_group(location, mode="r"):
+    """The Zarr group at `location` (mode 'r', 'r+' or 'w' as zarr.open_group)."""
+    return zarr.open_group(store=zarr_store(location, read_only=mode == "r"), mode=mode)
+
+
 def create_store(path, *, kind, labels, num_classes, views, attributes, dtype="float16",
                  feature_dim=None, members=None, chunks_per_shard=CHUNKS_PER_SHARD,
                  rows_per_chunk=None):
@@ -38,25 +102,21 @@ def create_store(path, *, kind, labels, num_classes, views, attributes, dtype="f
     if kind not in KINDS:
         raise ValueError(f"unknown store kind {kind!r}")
     labels = np.asarray(labels, np.int64)
-    n, c, dtype = len(labels), int(num_classes), np.dtype(dtype)
-    widest = max(c, feature_dim or 0)
-    rows = rows_per_chunk or chunk_rows(widest * dtype.itemsize, n)
-    shard_rows = rows * chunks_per_shard
-    num_shards = math.ceil(n / shard_rows)
-    attrs = dict(attributes, schema_version=SCHEMA_VERSION, kind=kind, num_samples=n,
-                 num_classes=c, views=int(views), chunk_rows=rows, shard_rows=shard_rows,
-                 num_shards=num_shards)
+    layout = plan_layout(len(labels), num_classes, dtype, feature_dim, chunks_per_shard,
+                         rows_per_chunk)
+    attrs = dict(attributes, schema_version=SCHEMA_VERSION, kind=kind, num_samples=len(labels),
+                 num_classes=int(num_classes), views=int(views), **layout)
     # zarr writes each chunk to a temporary file and renames it: a full disk leaves no
     # chunk half-written, and the markers say which units are whole.
     with writing(path):
-        _create_arrays(path, attrs, labels, dtype, feature_dim, members)
+        _create_arrays(path, attrs, labels, np.dtype(dtype), feature_dim, members)
     return attrs
 
 
 def _create_arrays(path, attrs, labels, dtype, feature_dim, members):
     views, n, c = attrs["views"], attrs["num_samples"], attrs["num_classes"]
     rows, shard_rows, num_shards = attrs["chunk_rows"], attrs["shard_rows"], attrs["num_shards"]
-    group = zarr.create_group(store=str(path), overwrite=True, attributes=attrs)
+    group = zarr.create_group(store=zarr_store(path), overwrite=True, attributes=attrs)
     data = dict(compressors=[ZstdCodec(level=1, checksum=True)])
     group.create_array("labels", data=labels, chunks=(n,), dimension_names=["sample"], **data)
     group.create_array("logits", shape=(views, n, c), dtype=dtype, chunks=(1, rows, c),
@@ -85,7 +145,7 @@ def write_unit(path, view, shard, *, logits, crops, features=None, member_logits
     where rows are the shard's rows in order. Data goes in before the marker, so a unit
     interrupted half-way stays not-done and is written again on resume.
     """
-    group = zarr.open_group(str(path), mode="r+")
+    group = open_group(path, mode="r+")
     lo, hi = shard_bounds(group.attrs.asdict(), shard)
     with writing(path):
         group["logits"][view, lo:hi] = logits
@@ -117,7 +177,7 @@ def existing_attrs(path):
     if not path.exists():
         return None
     try:
-        attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
+        attrs = open_group(path).attrs.asdict()
     except (FileNotFoundError, ValueError, KeyError, TypeError, OSError):
         attrs = {}
     if attrs.get("schema_version") != SCHEMA_VERSION or attrs.get("kind") not in KINDS:
@@ -127,7 +187,7 @@ def existing_attrs(path):
 
 def done_markers(path):
     """bool [V, S]: the completion markers of a store, complete or not."""
-    group = zarr.open_group(str(path), mode="r")
+    group = open_group(path)
     if "done" not in group:  # creation was interrupted before the markers were made
         raise PctError(f"store {path} lacks array 'done' (use --overwrite to replace it)")
     return group["done"][...]
@@ -145,6 +205,7 @@ class Store:
         self.num_classes = int(self.attrs["num_classes"])
         self.views = int(self.attrs["views"])
         self.chunk_rows = int(self.attrs["chunk_rows"])
+        self.shard_rows = int(self.attrs["shard_rows"])
         self.has_features = "features" in group
         self.feature_dim = int(group["features"].shape[-1]) if self.has_features else None
 
@@ -165,13 +226,11 @@ class Store:
     def member_logits(self, member, view=0):
         return self._read("member_logits", (member, view))
 
-    def iter_rows(self, name, view, block_rows=None):
-        """Yield (start, block [rows, ·]) of one view's array, contiguously, chunk-aligned."""
+    def read_rows(self, name, view, lo, hi):
+        """Rows [lo, hi) of one view of array `name` ([hi - lo, width]); one call, so zarr
+        fetches the chunks concurrently."""
         array = self.group[name]
-        step = block_rows or self.chunk_rows
-        for lo in range(0, self.num_samples, step):
-            hi = min(lo + step, self.num_samples)
-            yield lo, self._checked(lambda: array[view, lo:hi], name)
+        return self._checked(lambda: array[view, lo:hi], name)
 
     def _read(self, name, prefix):
         if name not in self.group:
@@ -193,7 +252,7 @@ def open_store(path, kind=None, require_complete=True):
     if not path.exists():
         raise PctError(f"store not found: {path}")
     try:
-        group = zarr.open_group(str(path), mode="r")
+        group = open_group(path)
         attrs = group.attrs.asdict()
     except (FileNotFoundError, ValueError, KeyError, TypeError, OSError) as exc:
         raise PctError(f"not a Zarr store: {path} ({type(exc).__name__})") from None

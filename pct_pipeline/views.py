@@ -1,8 +1,10 @@
 """§Views: deterministic augmentation shared by precompute and train.
 
 A view ``v`` of sample ``i`` is a RandomResizedCrop box plus a horizontal flip given by
-``params(view_seed, v, i, H, W, ...)``, a pure function built on a counter-based hash
-(splitmix64). The FFCV decoder below computes the same box inside the loader, so the pixels
+``params(view_seed, v, i, H, W, scale, ratio, flip)``, a pure function built on a
+counter-based hash (splitmix64). The augmentation itself is data: the crop's area range
+``scale``, its aspect-ratio range ``ratio`` and the flip probability ``flip`` (0 disables it)
+are options of both stages and attributes of a teacher cache. The FFCV decoder below computes the same box inside the loader, so the pixels
 of (view_seed, v, i) are identical whatever the order, batch size, worker count or process.
 The evaluation view is a deterministic centre crop (ratio 224/256 by default) without flip.
 """
@@ -20,8 +22,29 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 DEFAULT_SCALE = (0.08, 1.0)
 DEFAULT_RATIO = (3 / 4, 4 / 3)
+DEFAULT_FLIP = 0.5
 DEFAULT_CROP_RATIO = 224 / 256
 
+
+def check_augmentation(scale, ratio, flip):
+    """PctError naming the option unless 0 < lo <= hi for scale and ratio, scale hi <= 1 and
+    0 <= flip <= 1."""
+    from .errors import PctError
+
+    for name, (lo, hi) in (("scale", scale), ("ratio", ratio)):
+        if not 0 < lo <= hi:
+            raise PctError(f"--{name} must be 0 < LO <= HI, got {lo} {hi}")
+    if scale[1] > 1:
+        raise PctError(f"--scale HI is a fraction of the image area, at most 1, got {scale[1]}")
+    if not 0 <= flip <= 1:
+        raise PctError(f"--flip is a probability in [0, 1], got {flip}")
+
+
+def augmentation_attrs(attrs):
+    """(scale, ratio, flip) recorded in a teacher cache's attributes; caches written before
+    `flip` was an option always flipped with probability 0.5."""
+    return (tuple(attrs["scale"]), tuple(attrs["ratio"]),
+            float(attrs.get("flip", DEFAULT_FLIP)))
 
 
 @njit(cache=False)
@@ -41,15 +64,18 @@ def _uniform(key, counter):
 
 
 @njit(cache=False)
-def params(view_seed, view, index, height, width, scale_lo, scale_hi, ratio_lo, ratio_hi):
+def params(view_seed, view, index, height, width, scale_lo, scale_hi, ratio_lo, ratio_hi,
+           flip_p=DEFAULT_FLIP):
     """RandomResizedCrop box and flip of (view_seed, view, index) for an image of height x width.
 
     The algorithm is torchvision's RandomResizedCrop.get_params (10 tries, then a centre
-    crop clipped to the ratio range) with its random draws replaced by a hash of the key.
+    crop clipped to the ratio range) with its random draws replaced by a hash of the key; the
+    image is mirrored with probability `flip_p` (0: never). The box does not depend on
+    `flip_p`, so caches that differ only in it crop the same pixels.
     Returns (top, left, crop_height, crop_width, flip) as int64.
     """
     key = splitmix64(splitmix64(splitmix64(np.uint64(view_seed)) ^ np.uint64(view)) ^ np.uint64(index))
-    flip = np.int64(1) if _uniform(key, 100) < 0.5 else np.int64(0)
+    flip = np.int64(1) if _uniform(key, 100) < flip_p else np.int64(0)
     area = np.float64(height) * np.float64(width)
     log_lo = math.log(ratio_lo)
     log_hi = math.log(ratio_hi)
@@ -84,7 +110,7 @@ def eval_params(height, width, crop_ratio):
 
 
 def crop_boxes(view_seed, view, heights, widths, scale=DEFAULT_SCALE, ratio=DEFAULT_RATIO,
-               eval_view=False, crop_ratio=DEFAULT_CROP_RATIO, indices=None):
+               eval_view=False, crop_ratio=DEFAULT_CROP_RATIO, indices=None, flip=DEFAULT_FLIP):
     """int32 [n, 5] (top, left, height, width, flip) of one view for samples `indices`."""
     indices = np.arange(len(heights)) if indices is None else np.asarray(indices)
     out = np.empty((len(indices), 5), np.int32)
@@ -93,7 +119,8 @@ def crop_boxes(view_seed, view, heights, widths, scale=DEFAULT_SCALE, ratio=DEFA
         if eval_view:
             out[row] = eval_params(h, w, crop_ratio)
         else:
-            out[row] = params(view_seed, view, int(i), h, w, scale[0], scale[1], ratio[0], ratio[1])
+            out[row] = params(view_seed, view, int(i), h, w, scale[0], scale[1], ratio[0],
+                              ratio[1], float(flip))
     return out
 
 
@@ -109,11 +136,12 @@ class ViewDecoder(ResizedCropRGBImageDecoder):
     """
 
     def __init__(self, output_size, view_seed=0, scale=DEFAULT_SCALE, ratio=DEFAULT_RATIO,
-                 eval_view=False, crop_ratio=DEFAULT_CROP_RATIO):
+                 eval_view=False, crop_ratio=DEFAULT_CROP_RATIO, flip=DEFAULT_FLIP):
         super().__init__(output_size)
         self.view_seed = int(view_seed)
         self.scale = tuple(float(s) for s in scale)
         self.ratio = tuple(float(r) for r in ratio)
+        self.flip = float(flip)
         self.eval_view = bool(eval_view)
         self.crop_ratio = float(crop_ratio)
         self.view_cell = np.zeros(1, np.int64)
@@ -135,6 +163,7 @@ class ViewDecoder(ResizedCropRGBImageDecoder):
         view_seed, eval_view, crop_ratio = self.view_seed, self.eval_view, self.crop_ratio
         s_lo, s_hi = self.scale
         r_lo, r_hi = self.ratio
+        flip_p = self.flip
         box_of, eval_box_of = params, eval_params
 
         def decode(batch_indices, my_storage, metadata, storage_state):
@@ -161,7 +190,7 @@ class ViewDecoder(ResizedCropRGBImageDecoder):
                 else:
                     top, left, h, w, flip = box_of(view_seed, view, np.int64(source_ix),
                                                    np.int64(height), np.int64(width),
-                                                   s_lo, s_hi, r_lo, r_hi)
+                                                   s_lo, s_hi, r_lo, r_hi, flip_p)
                 out = destination[dst_ix]
                 resize_crop_c(temp_buffer, top, top + h, left, left + w, out)
                 if flip:

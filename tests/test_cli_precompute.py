@@ -2,6 +2,7 @@
 made by another command or locked by another writer, kill -9 and resume, and 2 torchrun/gloo
 processes writing the same bytes as one."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -211,7 +212,7 @@ def torchrun(*args):
     cmd = [str(torchrun_bin), "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
            "--master-port", str(free_port()), "-m", "pct_pipeline", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+                          env=dict(os.environ, OMP_NUM_THREADS="1", PCT_PROGRESS_SECONDS="0"))
 
 
 def test_two_torchrun_processes_write_the_same_bytes_as_one(capsys, train_beton, teacher_ckpt,
@@ -229,6 +230,12 @@ def test_two_torchrun_processes_write_the_same_bytes_as_one(capsys, train_beton,
     result = torchrun(*command(train_beton, two, *teachers, extra=extra))
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("wrote ") == 1 and "240 images computed" in result.stdout
+    # progress: rank 0 alone prints, counting toward both ranks' 240 images (its own are 128)
+    done = [re.match(r"precompute-teachers: (\d+)/240 images \(", line) for line in
+            result.stderr.splitlines() if line.startswith("precompute-teachers: ")]
+    assert done and all(done), result.stderr
+    counts = [int(m.group(1)) for m in done]
+    assert counts == sorted(counts) and 128 <= counts[-1] <= 240, result.stderr
     code, _, err = pct(capsys, *command(train_beton, one, *teachers,
                                         extra=extra + ["--batch-size", 7]))
     assert code == 0, err

@@ -50,6 +50,7 @@ def _serve():
     from pct_pipeline.analyze import command as _a, run as _ar  # noqa: F401
     from pct_pipeline.precompute import command as _p, run as _pr  # noqa: F401
     from pct_pipeline.train import command as _t, run as _tr  # noqa: F401
+    from pct_pipeline.train import evaluate_command as _te  # noqa: F401
 
     channel = sys.stdout
     print(json.dumps({"ready": True}), file=channel, flush=True)
@@ -394,6 +395,9 @@ CASES = [
     C("write-dataset", "output is a folder",
       lambda w: write_dataset(w.tree, w.folder),
       lambda w: ["output is a folder", f"{w.folder}"]),
+    C("write-dataset", "output exists",
+      lambda w: write_dataset(w.tree, w.train),
+      lambda w: [f"{w.train} exists (use --overwrite to replace it)"]),
     C("write-dataset", "output folder not writable",
       lambda w: write_dataset(w.tree, w.place / "o.beton"),
       lambda w: ["cannot write", f"{w.place / 'o.beton'}"], where="readonly"),
@@ -487,6 +491,13 @@ CASES = [
     C("precompute-teachers", "--teacher without ARCH=",
       lambda w: precompute(w, teacher="cnn_small"),
       lambda w: ["--teacher expects ARCH=CHECKPOINT, got 'cnn_small'"]),
+    C("precompute-teachers", "--teacher with nothing after ARCH=",
+      lambda w: precompute(w, teacher="cnn_small= "),
+      lambda w: ["--teacher expects ARCH=CHECKPOINT, got 'cnn_small= '",
+                 "no checkpoint after '='"]),
+    C("precompute-teachers", "--teacher a path holding '=', without ARCH=",
+      lambda w: precompute(w, teacher=f"{w.root}/lr=0.1/c.pt"),
+      lambda w: [f"--teacher expects ARCH=CHECKPOINT, got '{w.root}/lr=0.1/c.pt'"]),
 
     # train
     C("train", "--data missing", lambda w: train(w, data=w.missing),
@@ -544,7 +555,7 @@ CASES = [
     C("train", "--resume truncated", lambda w: train(w, "--resume", w.trunc_pt),
       lambda w: ["unreadable checkpoint", f"{w.trunc_pt}"]),
     C("train", "--resume of another architecture", lambda w: train(w, "--resume", w.wide_pt),
-      lambda w: [f"checkpoint {w.wide_pt} does not fit cnn_small"]),
+      lambda w: [f"--resume {w.wide_pt} is a cnn_wide checkpoint, --arch is cnn_small"]),
     C("train", "--resume with 7 classes", lambda w: train(w, "--resume", w.seven_pt),
       lambda w: [f"checkpoint {w.seven_pt} does not fit cnn_small", "(7, 32)", "(10, 32)"]),
     C("train", "--resume with NaN weights",
@@ -575,9 +586,15 @@ CASES = [
       lambda w: ["--kd-loss-mode cna needs teacher features", f"{w.cache}"]),
     C("train", "--resolution other than the cache's",
       lambda w: train(w, "--teacher-cache", w.cache, "--kd-loss-mode", "kl", "--resolution", 32),
-      lambda w: ["--resolution 32 differs from the teacher cache's 24"]),
+      lambda w: ["--resolution 32 contradicts the teacher cache", "made with resolution 24"]),
     C("train", "--online-teacher without ARCH=", lambda w: train(w, "--online-teacher", "x.pt"),
       lambda w: ["--online-teacher expects ARCH=CHECKPOINT, got 'x.pt'"]),
+    C("train", "--online-teacher with nothing after ARCH=",
+      lambda w: train(w, "--online-teacher", "cnn_small="),
+      lambda w: ["--online-teacher expects ARCH=CHECKPOINT, got 'cnn_small='"]),
+    C("train", "--bct-old-model with nothing before '='",
+      lambda w: train(w, "--bct-old-model", "=c.pt"),
+      lambda w: ["--bct-old-model expects [ARCH=]CHECKPOINT, got '=c.pt'"]),
     C("train", "--model-kwargs of an unknown name", lambda w: train(w, "--model-kwargs", "depht=2"),
       lambda w: ["bad model options for cnn_small", "depht"]),
     C("train", "--device of an unknown name", lambda w: train(w, "--device", "gpu0"),

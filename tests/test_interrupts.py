@@ -5,11 +5,10 @@
 - train stopped by SIGKILL and by SIGINT after its first checkpoint: the checkpoint is whole,
   and resuming from it ends with exactly the parameters of an uninterrupted run (CPU);
 - write-dataset stopped by SIGKILL and by SIGINT while writing: nothing under the final name;
-- 4 torchrun ranks write a 15-shard store byte-identical to one process (each rank owns whole
-  shards, so none writes another's).
 
 Other files already cover: precompute SIGKILL + resume and a second writer refused by the lock
-(test_cli_precompute.py), 2-rank precompute, train resume exactness (test_train.py).
+(test_cli_precompute.py), 2-rank precompute, train resume exactness (test_train.py), 4 ranks on
+two nodes (test_multinode.py).
 """
 import os
 import signal
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import free_port, run_pct
+from conftest import run_pct
 from pct_pipeline import store
 from pct_pipeline.errors import PctError
 from test_precompute import assert_same_store
@@ -165,24 +164,3 @@ def test_write_dataset_interrupted_leaves_no_file_under_the_final_name(sig, digi
     if sig == signal.SIGINT:
         assert one_line(tmp_path, "run") == "pct: interrupted"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["run.err", "run.out"]
-
-
-def test_four_ranks_write_the_same_bytes_as_one(train_beton, teacher_ckpt, tmp_path):
-    """8 rows per chunk, 1 chunk per shard: 15 shards over 4 ranks (4, 4, 4, 3 shards each)."""
-    def args(out):
-        return ["precompute-teachers", "--data", train_beton, "--teacher",
-                f"cnn_small={teacher_ckpt}", "--views", 2, "--out", out, "--resolution", RES, "--batch-size", 8, "-j", 1,
-                "--rows-per-chunk", 8, "--chunks-per-shard", 1, "--store-features"]
-
-    four, one = tmp_path / "four.zarr", tmp_path / "one.zarr"
-    torchrun = Path(sys.executable).parent / "torchrun"
-    result = subprocess.run([str(torchrun), "--nproc-per-node", "4", "--master-addr", "127.0.0.1",
-                             "--master-port", str(free_port()), "-m", "pct_pipeline",
-                             *map(str, args(four))], capture_output=True, text=True, env=ENV,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "240 images computed" in result.stdout
-    assert store.open_store(four).attrs["num_shards"] == 15
-    single = run_pct(*args(one), env=ENV)
-    assert single.returncode == 0, single.stderr
-    assert_same_store(four, one)

@@ -39,6 +39,8 @@ def caches(train_beton, teacher_ckpt, tmp_path_factory):
                            "--store-features"),
         "fp16": precompute(train_beton, [teacher], root / "fp16.zarr"),
         "ensemble": precompute(train_beton, [teacher, f"cnn_small={second}"], root / "ens.zarr"),
+        "custom": precompute(train_beton, [teacher], root / "custom.zarr", "--dtype", "float32",
+                             *AUGMENT),
         "teacher": teacher, "second": second,
     }
 
@@ -52,6 +54,7 @@ def train(train_beton, val_beton, out, *extra, epochs=2, steps=3):
     return metrics, state
 
 
+AUGMENT = ["--scale", "0.5", "1", "--ratio", "0.9", "1.1", "--flip", "0"]
 KD = ["--kd-loss-mode", "kl", "--kd-alpha", "0.5", "--kd-temperature", "4",
       "--kd-filter", "old_correct", "--filter-base", "1", "--filter-scale", "5"]
 
@@ -71,6 +74,22 @@ def test_cached_and_online_teacher_train_identically(train_beton, val_beton, cac
         assert torch.allclose(value.float(), s_online["model"][key].float(), atol=1e-5, rtol=1e-4), key
     plain, s_plain = train(train_beton, val_beton, tmp_path / "p")
     assert plain[0]["fd"] == 0 and not torch.allclose(s_plain["model"]["fc.weight"], s_cached["model"]["fc.weight"])
+
+
+def test_custom_augmentation_cache_reproduces_online(train_beton, val_beton, caches, tmp_path):
+    """A cache made with non-default scale, ratio and flip: training takes them from the cache
+    (and records them), and an online teacher given the same options gets the same targets."""
+    cached, _ = train(train_beton, val_beton, tmp_path / "c", "--teacher-cache", caches["custom"], *KD)
+    online, _ = train(train_beton, val_beton, tmp_path / "o", "--online-teacher", caches["teacher"],
+                      "--view-seed", "5", *AUGMENT, *KD)
+    default, _ = train(train_beton, val_beton, tmp_path / "d", "--online-teacher", caches["teacher"],
+                       "--view-seed", "5", *KD)
+    for a, b, c in zip(cached, online, default):
+        assert a["fd"] == pytest.approx(b["fd"], rel=1e-5)
+        assert a["fd"] != pytest.approx(c["fd"], rel=1e-3)  # other views, other targets
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert (config["scale"], config["ratio"], config["flip"], config["view_seed"]) == ([0.5, 1], [0.9, 1.1], 0, 5)
+    assert zarr.open_group(str(caches["custom"]), mode="r").attrs["flip"] == 0
 
 
 def test_resume_continues_exactly(train_beton, val_beton, caches, tmp_path):
@@ -139,6 +158,10 @@ def test_one_line_errors(train_beton, val_beton, caches, tmp_path):
     save_atomic({"model": build_model("cnn_wide", 10).state_dict(), "arch": "cnn_wide"}, wide)
     one_line_error(run_pct(*base, "--teacher-cache", caches["fp16"], "--kd-loss-mode", "kl",
                            "--bct-loss-weight", "1", "--bct-old-model", f"cnn_wide={wide}"), "128", "32")
+    one_line_error(run_pct(*base, "--teacher-cache", caches["custom"], "--kd-loss-mode", "kl", "--flip", "0.5"),
+                   "--flip 0.5", "flip 0.0")
+    one_line_error(run_pct(*base, "--teacher-cache", caches["custom"], "--kd-loss-mode", "kl", "--scale", "0.08", "1"),
+                   "--scale 0.08 1.0", "scale (0.5, 1.0)")
     one_line_error(run_pct(*base, "--arch", "resnet_9000"), "resnet_9000")
     one_line_error(run_pct(*base, "--kd-loss-mode", "kk"), "kk")
     one_line_error(run_pct(*base, "--kd-loss-mode", "kl"), "--teacher-cache")

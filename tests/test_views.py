@@ -106,3 +106,32 @@ def test_reference_reproduces_decoder(train_beton):
 
 def test_eval_view_is_center_crop():
     assert views.eval_params(256, 320, 224 / 256) == (16, 48, 224, 224, 0)
+
+
+def test_flip_probability_is_a_view_parameter():
+    boxes = [views.params(0, 0, i, 32, 32, 0.08, 1.0, 0.75, 4 / 3, p) for p in (0.0, 0.25, 1.0)
+             for i in range(2000)]
+    flips = np.array([b[4] for b in boxes]).reshape(3, 2000).mean(axis=1)
+    assert flips[0] == 0 and flips[2] == 1 and 0.22 < flips[1] < 0.28
+    # the crop box does not depend on the flip probability
+    assert {b[:4] for b in boxes[:2000]} == {b[:4] for b in boxes[4000:]}
+
+
+def test_flip_and_scale_reach_the_decoder(train_beton):
+    info = dataset.BetonInfo(train_beton)
+    got = {}
+    for flip in (0.0, 1.0):
+        loader = make_loader(train_beton, scale=(0.5, 1.0), flip=flip)
+        loader.set_view(2)
+        got[flip], _ = pixels(loader)
+    # flip = 0: every image is the unflipped crop; flip = 1: the same crop mirrored
+    assert np.array_equal(got[1.0], got[0.0][:, :, ::-1])
+    rows = np.arange(info.num_samples)
+    boxes = views.crop_boxes(7, 2, info.heights, info.widths, scale=(0.5, 1.0), flip=0.0)
+    areas = boxes[:, 2] * boxes[:, 3] / (info.heights * info.widths)
+    assert (boxes[:, 4] == 0).all() and areas.min() >= 0.45  # scale's lower bound, rounded
+    for row, jpeg in zip(rows[::5], dataset.raw_images(train_beton, rows[::5])):
+        h, w = int(info.heights[row]), int(info.widths[row])
+        decoded = np.zeros((h, w, 3), np.uint8)
+        imdecode(jpeg, decoded, h, w, h, w, 0, 0, 1, 1, False, False)
+        assert np.array_equal(views.reference_pixels(decoded, boxes[row], (RES, RES)), got[0.0][row])

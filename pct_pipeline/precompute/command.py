@@ -1,34 +1,40 @@
 """`pct precompute-teachers --data TRAIN.beton --teacher ARCH=CKPT … --views V --out C.zarr`."""
 import click
 
-from ..errors import PctError
+from ..options import parse_arch_path
 from .config import DTYPES, PrecomputeConfig as C
 
 
-def parse_teacher(ctx, param, values):
+def parse_teachers(ctx, param, values):
     """('ARCH=CKPT', ...) -> ((arch, ckpt), ...)."""
-    teachers = []
-    for value in values:
-        arch, sep, path = value.partition("=")
-        if not sep or not arch or not path:
-            raise PctError(f"--teacher expects ARCH=CHECKPOINT, got {value!r}")
-        teachers.append((arch.strip(), path.strip()))
-    return tuple(teachers)
+    return tuple(parse_arch_path(value, "--teacher") for value in values)
 
 
 @click.command("precompute-teachers")
 @click.option("--data", required=True, type=click.Path(), help="Training .beton (or the "
-              "validation .beton with --eval-view).")
-@click.option("--teacher", "teachers", multiple=True, required=True, callback=parse_teacher,
-              metavar="ARCH=CKPT", help="Old model; repeat for an ensemble (mean of logits).")
-@click.option("--views", type=int, default=C.views, help="Number of augmentation views "
-              "(required unless --eval-view).")
-@click.option("--view-seed", type=int, default=C.view_seed, show_default=True)
-@click.option("--out", required=True, type=click.Path(), help="The store to write, NAME.zarr.")
-@click.option("--resolution", type=click.IntRange(min=8), default=C.resolution, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=C.batch_size, show_default=True)
-@click.option("-j", "--workers", type=click.IntRange(min=1), default=C.workers, show_default=True)
-@click.option("--dtype", type=click.Choice(DTYPES), default=C.dtype, show_default=True)
+              "validation .beton with --eval-view), from `pct write-dataset`.")
+@click.option("--teacher", "teachers", multiple=True, required=True, callback=parse_teachers,
+              metavar="ARCH=CKPT", help="Old model: its architecture (`pct models` lists them) "
+              "and checkpoint; split at the first '='. Repeat for an ensemble (mean of logits).")
+@click.option("--trust-checkpoint", is_flag=True, help="Unpickle the --teacher files fully "
+              "instead of reading them as data: this runs whatever code a file holds. Only for "
+              "files from a source you trust.")
+@click.option("--views", type=int, default=C.views, help="Number of augmentation views V: "
+              "epoch e of `pct train` uses view e mod V (required unless --eval-view).")
+@click.option("--view-seed", type=int, default=C.view_seed, show_default=True,
+              help="Seed of the views: with the view number and the sample index it fixes "
+              "every crop and flip.")
+@click.option("--out", required=True, type=click.Path(), help="The store to write, NAME.zarr; "
+              "an unfinished store of the same command is resumed.")
+@click.option("--resolution", type=click.IntRange(min=8), default=C.resolution,
+              show_default=True, help="Side of the views fed to the teachers, in pixels.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=C.batch_size,
+              show_default=True, help="Images per batch, per process.")
+@click.option("-j", "--workers", type=click.IntRange(min=1), default=C.workers,
+              help="Loader threads per process [default: the cores this process may use, "
+              "divided among the processes of the node].")
+@click.option("--dtype", type=click.Choice(DTYPES), default=C.dtype,
+              help="Logits dtype in the store [default: float16, float32 with --eval-view].")
 @click.option("--store-features", is_flag=True, help="Also store penultimate features "
               "(the input of the final classifier), needed by --kd-loss-mode cna.")
 @click.option("--keep-members", is_flag=True, help="Also store each ensemble member's logits.")
@@ -37,13 +43,18 @@ def parse_teacher(ctx, param, values):
 @click.option("--crop-ratio", type=float, default=C.crop_ratio, show_default=True,
               help="Eval view: crop side / shorter image side.")
 @click.option("--scale", type=(float, float), default=C.scale, show_default=True,
-              help="RandomResizedCrop area range.")
-@click.option("--ratio", type=(float, float), default=C.ratio, show_default=True,
-              help="RandomResizedCrop aspect-ratio range.")
+              metavar="LO HI", help="RandomResizedCrop area range, as fractions of the image.")
+@click.option("--ratio", type=(float, float), default=C.ratio, show_default="3/4, 4/3",
+              metavar="LO HI", help="RandomResizedCrop aspect-ratio (width / height) range.")
+@click.option("--flip", type=float, default=C.flip, show_default=True,
+              help="Probability of a horizontal flip per sample and view; 0 disables it "
+              "(digits, text, fixed-orientation images).")
 @click.option("--split", default=C.split, help="Split name recorded in the store "
               "[default: train, or val with --eval-view].")
-@click.option("--overwrite", is_flag=True, help="Replace whatever is at --out.")
-@click.option("--device", default=C.device, help="Default: this process's GPU if any, else cpu.")
+@click.option("--overwrite", is_flag=True, help="Replace whatever is at --out (instead of "
+              "resuming a store of the same command, or refusing anything else).")
+@click.option("--device", default=C.device, help="Where the teachers run: cpu, cuda (this "
+              "process's GPU) or cuda:N [default: this process's GPU if any, else cpu].")
 @click.option("--chunks-per-shard", type=click.IntRange(min=1), default=C.chunks_per_shard,
               hidden=True)
 @click.option("--rows-per-chunk", type=click.IntRange(min=1), default=C.rows_per_chunk, hidden=True)

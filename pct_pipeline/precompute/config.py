@@ -2,6 +2,8 @@
 from dataclasses import asdict, dataclass
 
 from ..errors import PctError
+from ..views import (DEFAULT_CROP_RATIO, DEFAULT_FLIP, DEFAULT_RATIO, DEFAULT_SCALE,
+                     check_augmentation)
 
 DTYPES = ("float16", "float32")
 
@@ -16,6 +18,9 @@ class PrecomputeConfig:
     rows_per_chunk: None means chunks of about 1 MiB (set small to get several shards of a
     tiny data set).
     device: None means this process's CUDA device when there is one, else the CPU.
+    dtype: None means float32 with `eval_view` (predictions), else float16.
+    trust_checkpoint: unpickle the teacher checkpoints fully, which runs any code they hold;
+    otherwise they are read as data only (models.load_file).
     """
 
     data: str
@@ -25,23 +30,27 @@ class PrecomputeConfig:
     view_seed: int = 0
     resolution: int = 224
     batch_size: int = 256
-    workers: int = 8
-    dtype: str = "float16"
+    workers: int | None = None
+    dtype: str | None = None
     store_features: bool = False
     keep_members: bool = False
     eval_view: bool = False
-    crop_ratio: float = 224 / 256
-    scale: tuple = (0.08, 1.0)
-    ratio: tuple = (3 / 4, 4 / 3)
+    crop_ratio: float = DEFAULT_CROP_RATIO
+    scale: tuple = DEFAULT_SCALE
+    ratio: tuple = DEFAULT_RATIO
+    flip: float = DEFAULT_FLIP
     split: str | None = None
     overwrite: bool = False
     chunks_per_shard: int = 16
     rows_per_chunk: int | None = None
     device: str | None = None
+    trust_checkpoint: bool = False
 
     def __post_init__(self):
         if not self.teachers:
             raise PctError("no teacher given: pass --teacher ARCH=CHECKPOINT at least once")
+        if self.dtype is None:  # predictions keep exact float32 logits; caches float16 targets
+            object.__setattr__(self, "dtype", "float32" if self.eval_view else "float16")
         if self.dtype not in DTYPES:
             raise PctError(f"unknown dtype {self.dtype!r} (choose from {', '.join(DTYPES)})")
         if self.eval_view and self.views not in (None, 1):
@@ -50,9 +59,7 @@ class PrecomputeConfig:
             raise PctError("missing --views: how many augmentation views to precompute")
         if self.num_views < 1:
             raise PctError(f"--views must be at least 1, got {self.num_views}")
-        for name, (lo, hi) in (("scale", self.scale), ("ratio", self.ratio)):
-            if not 0 < lo <= hi:
-                raise PctError(f"--{name} must be 0 < LO <= HI, got {lo} {hi}")
+        check_augmentation(self.scale, self.ratio, self.flip)
         if not 0 < self.crop_ratio <= 1:
             raise PctError(f"--crop-ratio must be in (0, 1], got {self.crop_ratio}")
 

@@ -5,13 +5,13 @@ import os
 import shutil
 from pathlib import Path
 
-from .. import __version__, models, store
+from .. import __version__, models, store, views
 from ..errors import PctError, writing
 
 # Settings that make two stores different artifacts; the batch size, worker count and process
 # count are absent because they change no byte of the output.
 IDENTITY = ("kind", "dataset", "teachers", "views", "view_seed", "resolution", "scale", "ratio",
-            "eval_view", "crop_ratio", "split", "dtype", "store_features", "keep_members",
+            "flip", "eval_view", "crop_ratio", "split", "dtype", "store_features", "keep_members",
             "chunks_per_shard", "rows_per_chunk")
 
 
@@ -66,7 +66,7 @@ def store_attributes(cfg, info, teachers):
     return {
         "kind": cfg.kind, "split": cfg.split_name, "views": cfg.num_views,
         "view_seed": cfg.view_seed, "resolution": cfg.resolution, "scale": list(cfg.scale),
-        "ratio": list(cfg.ratio), "eval_view": cfg.eval_view, "crop_ratio": cfg.crop_ratio,
+        "ratio": list(cfg.ratio), "flip": cfg.flip, "eval_view": cfg.eval_view, "crop_ratio": cfg.crop_ratio,
         "teachers": [{"arch": t.arch, "sha256": models.sha256_file(t.path),
                       "path": str(Path(t.path).resolve())} for t in teachers],
         "ensemble": "mean-logits", "dataset": dict(info.fingerprint, classes=info.classes),
@@ -79,6 +79,8 @@ def identity(attrs):
     config = attrs.get("config", {})
     values = {name: attrs.get(name, config.get(name)) for name in IDENTITY}
     values["teachers"] = [f"{t.get('arch')}:{t.get('sha256')}" for t in attrs.get("teachers", [])]
+    if values["flip"] is None:  # stores made before the flip was an option flipped at 0.5
+        values["flip"] = views.DEFAULT_FLIP
     dataset = values.pop("dataset") or {}
     # The path is informative only: a moved data set is the same data set.
     pairs = [(f"dataset {key}", dataset.get(key)) for key in ("size", "num_samples",

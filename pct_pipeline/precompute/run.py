@@ -5,10 +5,10 @@ write the same Zarr shard, and the bytes written do not depend on the number of 
 Each rank builds one sequential ViewLoader over the rows of its shards and switches the view
 with `set_view`. A (view, shard) unit is buffered in memory until all its rows are computed,
 then written and marked done; a rerun of the same command computes only the units not done.
-Rank 0 holds an exclusive lock beside the store for the whole run.
+Rank 0 holds an exclusive lock beside the store for the whole run, and reports the progress
+of every rank (see `all_ranks_progress`).
 """
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ import torch
 from .. import distributed, models, store, views
 from ..dataset import BetonInfo, ViewLoader
 from ..errors import PctError
+from ..progress import Progress
 from .prepare import (acquire_lock, check_existing, lock_path, prepare_store,
                       store_attributes)
 
@@ -83,7 +84,7 @@ def load_teachers(cfg, num_classes, device):
     """[Teacher] in eval mode on `device` (channels_last on GPU); class counts checked."""
     teachers = []
     for arch, path in cfg.teachers:
-        model, _ = models.load_model(arch, path, num_classes)
+        model, _ = models.load_model(arch, path, num_classes, trust=cfg.trust_checkpoint)
         if device.type == "cuda":
             model = model.to(device, memory_format=torch.channels_last)
         teachers.append(Teacher(arch, str(path), model.eval()))
@@ -122,9 +123,9 @@ def precheck(cfg, info, teachers, out):
             raise
 
 
-def pending_units(job, rank, world):
-    """{view: [shard, ...]} of this rank's shards whose unit is not done yet."""
-    done = store.done_markers(job.out)
+def pending_units(job, rank, world, done):
+    """{view: [shard, ...]} of this rank's shards whose unit is not done yet (`done`: the
+    store's done markers, bool [V, S])."""
     mine = range(rank, int(job.attrs["num_shards"]), world)
     return {v: [s for s in mine if not done[v, s]] for v in range(int(job.attrs["views"]))}
 
@@ -137,14 +138,15 @@ def shard_rows(job, shards):
 
 def compute_rank(job, rank, world):
     """Compute and write this rank's pending units; returns the number of images computed."""
-    pending = pending_units(job, rank, world)
+    done = store.done_markers(job.out)
+    pending = pending_units(job, rank, world, done)
     shards = sorted({s for todo in pending.values() for s in todo})
     rows = shard_rows(job, shards)
     if len(rows) == 0:
         return 0
     total = sum(len(shard_rows(job, todo)) for todo in pending.values())
     loader = make_loader(job, rows)
-    with progress_bar(total, rank) as bar:
+    with all_ranks_progress(job, rank, world, done, total) as bar:
         for view, todo in pending.items():
             if todo:
                 compute_view(job, loader, view, todo, bar)
@@ -154,16 +156,31 @@ def compute_rank(job, rank, world):
 def make_loader(job, rows):
     cfg = job.cfg
     return ViewLoader(cfg.data, cfg.batch_size, cfg.resolution, workers=cfg.workers,
-                      view_seed=cfg.view_seed, scale=cfg.scale, ratio=cfg.ratio,
+                      view_seed=cfg.view_seed, scale=cfg.scale, ratio=cfg.ratio, flip=cfg.flip,
                       eval_view=cfg.eval_view, crop_ratio=cfg.crop_ratio, order="sequential",
                       indices=rows, device=job.device)
 
 
-def progress_bar(total, rank):
-    from tqdm import tqdm
+def all_ranks_progress(job, rank, world, done, own_total):
+    """The Progress of this run's images on every rank, printed by rank 0.
 
-    return tqdm(total=total, unit="img", desc="precompute", dynamic_ncols=True,
-                disable=rank != 0 or not sys.stderr.isatty())
+    Total: the images of every rank's units not done at the start (`done`, the markers read
+    then). Count: rank 0's own images, exact, plus the images of the other ranks' units
+    marked done in the store since the start, read from the markers before each line. So
+    the count never overstates the work done: it lags by at most each other rank's unit in
+    progress (one shard of one view)."""
+    if world == 1 or rank != 0:
+        return Progress(own_total, "precompute-teachers", enabled=rank == 0)
+    num_shards = int(job.attrs["num_shards"])
+    bounds = [store.shard_bounds(job.attrs, s) for s in range(num_shards)]
+    sizes = np.array([hi - lo for lo, hi in bounds], np.int64)  # rows of each shard
+    others = np.arange(num_shards) % world != rank
+
+    def count(own):
+        finished = store.done_markers(job.out) & ~done & others
+        return own + int((finished * sizes).sum())
+
+    return Progress(int((~done * sizes).sum()), "precompute-teachers", counter=count)
 
 
 def compute_view(job, loader, view, shards, bar=None):
@@ -179,7 +196,8 @@ def compute_view(job, loader, view, shards, bar=None):
             continue
         if not keep.all():
             images, indices = images[torch.from_numpy(keep)], indices[torch.from_numpy(keep)]
-        outputs = forward(job.teachers, images, job.cfg.store_features, job.device)
+        outputs = forward(job.teachers, images, job.cfg.store_features, job.device,
+                          exact=job.cfg.eval_view)
         check_finite(job, outputs, indices.numpy(), view)
         fill(job, buffers, view, indices.numpy(), outputs)
         if bar is not None:
@@ -188,17 +206,20 @@ def compute_view(job, loader, view, shards, bar=None):
         raise RuntimeError(f"view {view}: shards {sorted(buffers)} were not fully visited")
 
 
-def forward(teachers, images, with_features, device):
+def forward(teachers, images, with_features, device, exact=False):
     """{'members': float32 [M, B, C], 'features': float32 [M, B, D] (if asked)}, on the CPU.
 
-    bf16 autocast and channels_last on GPU, fp32 on CPU; means are taken in float32.
+    channels_last on GPU; bf16 autocast on GPU for training targets, float32 everywhere when
+    `exact` (the eval view's predictions: bf16 would tie near-equal classes). Means are
+    taken in float32.
     """
     cuda = device.type == "cuda"
     images = images.to(device, non_blocking=True)
     if cuda:
         images = images.contiguous(memory_format=torch.channels_last)
     logits, features = [], []
-    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=cuda):
+    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16,
+                                                enabled=cuda and not exact):
         for teacher in teachers:
             with models.FeatureTap(teacher.model) as tap:
                 logits.append(models.main_logits(teacher.model(images)).float())
@@ -272,7 +293,7 @@ class ShardBuffer:
             features = cast(self.features.mean(0), cfg.dtype, self.lo, view)
         crops = views.crop_boxes(cfg.view_seed, view, job.heights, job.widths, cfg.scale,
                                  cfg.ratio, cfg.eval_view, cfg.crop_ratio,
-                                 indices=np.arange(self.lo, self.hi))
+                                 indices=np.arange(self.lo, self.hi), flip=cfg.flip)
         store.write_unit(job.out, view, self.shard, logits=logits, crops=crops,
                          features=features, member_logits=members)
 

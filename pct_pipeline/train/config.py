@@ -21,26 +21,39 @@ class TrainConfig:
     online_teachers: tuple = ()             # ((arch, checkpoint), ...): an ensemble if several
     bct_old_model: str | None = None        # checkpoint whose classifier is the BCT head
     bct_old_arch: str | None = None         # its architecture (default: the teacher's, else --arch)
+    trust_checkpoint: bool = False          # unpickle --resume/--online-teacher/--bct-old-model
+                                            # files fully (runs their code), not as data only
     loss: LossConfig = field(default_factory=LossConfig)
     epochs: int = 90
-    batch_size: int = 256                   # per process
+    batch_size: int = 256                   # per process and loader batch
+    accum_steps: int = 1                    # loader batches per optimizer step
     lr: float = 0.1
     lr_schedule: str = "step"               # step | cosine
     lr_step: int = 30
+    warmup_epochs: float = 0.0              # linear warm-up, per step
     momentum: float = 0.9
     wd: float = 1e-4
+    norm_weight_decay: float | None = None  # for norm layers and biases; None: wd
     auto_scale: bool = False                # lr = lr * global_batch / 256
+    sync_bn: bool = False                   # SyncBatchNorm under DDP (CUDA)
+    ema_decay: float | None = None          # EMA of the weights after every optimizer step
+    predictions_of: str = "model"           # model | ema: what predictions.zarr holds
     resolution: int | None = None           # None: the cache's resolution, else 224
     val_resolution: int | None = None       # None: same as resolution
     crop_ratio: float = 224 / 256
-    view_seed: int = 0                      # without a cache; a cache brings its own
-    workers: int = 4
+    view_seed: int | None = None            # None: the cache's, else 0
+    scale: tuple | None = None              # RandomResizedCrop area range; None: the cache's,
+    ratio: tuple | None = None              # else views.DEFAULT_SCALE / DEFAULT_RATIO;
+    flip: float | None = None               # flip probability; None: the cache's, else 0.5
+    workers: int | None = None             # loader threads; None: this process's share of the cores
     seed: int = 0
     save_init_checkpoint: bool = False
     epochs_per_save: int = 0                # also keep checkpoint_epoch_K.pt every K epochs
-    resume: str | None = None
+    resume: str = "auto"                    # auto: OUT/checkpoint.pt if there; or a path
+    overwrite: bool = False                 # start afresh in a folder holding a run
     evaluate: bool = False
-    amp: bool = True                        # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool = True                        # mixed precision (on CUDA unless amp_dtype is set)
+    amp_dtype: str | None = None            # bf16 | fp16 (GradScaler); None: bf16 on CUDA only
     channels_last: bool = True              # on CUDA
     print_freq: int = 50
     device: str | None = None               # None: cuda:LOCAL_RANK if available, else cpu

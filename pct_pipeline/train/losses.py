@@ -178,7 +178,9 @@ class LossConfig:
     kd_temperature 5 (the code's default; the README's example uses 100), kd_filter all_pass
     with filter_base 0 and filter_scale 1 (the code's defaults), li_p 2 and li_margin 0.5
     (README), li_exclude_gt on, li_compute_topk None (all classes), cna_temperature 0.01
-    (README), bct_loss_weight 0 (off). mode None means no distillation: a = 0.
+    (README), bct_loss_weight 0 (off), label_smoothing 0 (the CE term's, as torchvision's
+    --label-smoothing; the distillation terms use the teacher as it is). mode None means no
+    distillation: a = 0.
     """
 
     mode: str | None = None
@@ -194,6 +196,7 @@ class LossConfig:
     li_compute_topk: int | None = None
     cna_temperature: float = 0.01
     bct_loss_weight: float = 0.0
+    label_smoothing: float = 0.0
 
     def __post_init__(self):
         if self.mode is not None:
@@ -212,6 +215,8 @@ class LossConfig:
                 raise PctError(f"{name} must be positive, got {value}")
         if not self.li_p >= 1:
             raise PctError(f"li p must be at least 1, got {self.li_p}")
+        if not 0 <= self.label_smoothing < 1:
+            raise PctError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.li_compute_topk is not None and not self.li_compute_topk >= 1:
             raise PctError(f"li compute topk must be at least 1, got {self.li_compute_topk}")
 
@@ -248,7 +253,7 @@ def pct_loss(cfg, new_logits, labels, old_logits=None, new_features=None, old_fe
     loss, ce, bct, fd, focal_weight (mean w_i); fd and focal_weight are 0 without a mode).
     No host synchronisation happens here: call float() on the parts when logging.
     """
-    ce = F.cross_entropy(new_logits.float(), labels)
+    ce = F.cross_entropy(new_logits.float(), labels, label_smoothing=cfg.label_smoothing)
     zero = ce.new_zeros(())
     bct_term, fd, mean_weight, a = zero, zero, zero, 0.0
     if cfg.bct_loss_weight > 0:

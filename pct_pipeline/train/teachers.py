@@ -35,8 +35,9 @@ def open_cache(path, beton, num_classes, need_features):
 class CachedTeachers:
     """Targets from the cache: view = epoch mod V, prefetched one epoch ahead."""
 
-    def __init__(self, cache, loader, with_features):
+    def __init__(self, cache, loader, with_features, node):
         self.cache, self.loader, self.with_features = cache, loader, with_features
+        self.node = node  # the distributed.Dist: node-local sharing of the view
         self.pending = {}
 
     def view_of(self, epoch):
@@ -46,7 +47,8 @@ class CachedTeachers:
         if epoch not in self.pending:
             self.pending[epoch] = EpochTargets(self.cache, self.view_of(epoch),
                                                self.loader.order(epoch),
-                                               self.loader.loader.batch_size, self.with_features,
+                                               self.loader.loader.batch_size, self.node, epoch,
+                                               self.with_features,
                                                pin_memory=self.loader.device.type == "cuda")
 
     def begin_epoch(self, epoch, last_epoch):
@@ -63,13 +65,14 @@ class CachedTeachers:
 class OnlineTeachers:
     """Targets computed by running the teacher(s) on the batch: the mean of their outputs."""
 
-    def __init__(self, specs, num_classes, device, channels_last, with_features, amp=True):
+    def __init__(self, specs, num_classes, device, channels_last, with_features, amp=True,
+                 trust=False):
         # bf16 on GPU, as precompute-teachers runs them, so online and cached targets agree
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16,
                                        enabled=amp and torch.device(device).type == "cuda")
         self.members = []
         for arch, path in specs:
-            model, _ = models.load_model(arch, path, num_classes)
+            model, _ = models.load_model(arch, path, num_classes, trust=trust)
             model = model.to(device)
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
@@ -93,9 +96,10 @@ class OnlineTeachers:
         return mean_logits.clone(), (None if mean_features is None else mean_features.clone())
 
 
-def bct_head(path, arch, feature_dim, device):
-    """(weight [C, D], bias [C]) of the old model's classifier, frozen, for the BCT loss."""
-    weight, bias = models.classifier_weights(arch, models.read_state_dict(path))
+def bct_head(path, arch, feature_dim, device, trust=False):
+    """(weight [C, D], bias [C]) of the old model's classifier, frozen, for the BCT loss.
+    `trust`: see models.load_file."""
+    weight, bias = models.classifier_weights(arch, models.read_state_dict(path, trust))
     if weight.shape[1] != feature_dim:
         raise PctError(f"BCT needs equal feature widths: the old classifier takes "
                        f"{weight.shape[1]}, the new model's features have {feature_dim}")

@@ -1,0 +1,162 @@
+"""How faithfully a teacher-cache codec serves the distillation losses: pure measurements.
+
+For rows of exact teacher logits x [n, C] (float32) and student logits s [n, C] (a real model's,
+or `perturbed` teacher logits), compare the loss d_i and its gradient g_i = dd_i/ds_i of a kd
+mode computed from the codec's targets against the same from the exact logits, using the loss
+functions of `train.losses` (kl at temperature T, l2, li = logit difference inhibition).
+Dense codecs are decoded; the sampled codec uses its own unbiased `kl_loss`, optionally
+averaged over `draws` independent draws per row (to check that the average converges).
+Results are plain dicts of floats.
+"""
+import numpy as np
+import torch
+
+from .errors import PctError
+from .train.losses import kl_distill, l2_distill, ldi
+
+MAX_ELEMENTS = 1 << 24  # rows x draws x classes per autograd pass
+
+
+def perturbed(logits, std, seed=0):
+    """Teacher logits + N(0, std^2) noise: a stand-in student, float32 [n, C]."""
+    noise = np.random.default_rng(seed).normal(0.0, std, np.shape(logits))
+    return (np.asarray(logits, np.float64) + noise).astype(np.float32)
+
+
+def distances(mode, student, teacher, temperature=1.0, labels=None, li_p=2.0, li_margin=0.5):
+    """d_i of kd `mode` from dense teacher logits: float32 [n] (tensor inputs [n, C])."""
+    if mode == "kl":
+        return kl_distill(student, teacher, temperature)
+    if mode == "l2":
+        return l2_distill(student, teacher)
+    if mode == "li":
+        if labels is None:
+            raise PctError("kd loss mode li needs labels (their class is excluded)")
+        return ldi(student, teacher, labels, p=li_p, margin=li_margin)
+    raise PctError(f"fidelity measures kd loss modes kl, l2 and li, not {mode!r}")
+
+
+def _loss_and_grad(codec, encoded, student, mode, temperature, labels, li):
+    """(d float32 [m], dd/ds float32 [m, C]) from the codec's encoded rows (numpy)."""
+    s = torch.from_numpy(np.array(student, np.float32)).requires_grad_(True)
+    if codec is None or codec.dense:
+        teacher = encoded if codec is None else codec.decode(encoded, student.shape[1])
+        teacher = np.ascontiguousarray(teacher, np.float32)
+        d = distances(mode, s, torch.from_numpy(teacher), temperature, labels, *li)
+    else:
+        d = codec.kl_loss(s, {k: torch.from_numpy(v) for k, v in encoded.items()}, temperature)
+    d.sum().backward()  # d_i depends on row i only: the gradient rows are per sample
+    return d.detach().numpy(), s.grad.numpy()
+
+
+def codec_loss_and_grad(codec, exact, student, mode, temperature=1.0, labels=None, draws=1,
+                        seed=0, li_p=2.0, li_margin=0.5):
+    """(d float32 [n], g float32 [n, C]) of `codec`'s targets for exact teacher logits [n, C].
+
+    Sampled codecs: averaged over `draws` independent draws per row (row i's draw j uses row
+    id j*n + i in view `seed`); dense codecs are deterministic and ignore draws.
+    """
+    codec.require(mode, temperature)
+    labels_t = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
+    n, c = exact.shape
+    if codec.dense or draws == 1:
+        encoded = codec.encode(exact, np.arange(n), view=seed)
+        return _loss_and_grad(codec, encoded, student, mode, temperature, labels_t,
+                              (li_p, li_margin))
+    d, g = np.zeros(n, np.float64), np.zeros((n, c), np.float64)
+    per_pass = max(1, MAX_ELEMENTS // max(1, n * c))
+    for first in range(0, draws, per_pass):
+        count = min(per_pass, draws - first)
+        ids = (first + np.arange(count))[:, None] * n + np.arange(n)[None, :]
+        encoded = codec.encode(np.tile(exact, (count, 1)), ids.ravel(), view=seed)
+        dj, gj = _loss_and_grad(codec, encoded, np.tile(student, (count, 1)), mode,
+                                temperature, None, (li_p, li_margin))
+        d += dj.reshape(count, n).sum(axis=0)
+        g += gj.reshape(count, n, c).sum(axis=0)
+    return (d / draws).astype(np.float32), (g / draws).astype(np.float32)
+
+
+def exact_loss_and_grad(exact, student, mode, temperature=1.0, labels=None, li_p=2.0,
+                        li_margin=0.5):
+    """(d float32 [n], g float32 [n, C]) from the exact teacher logits."""
+    labels_t = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
+    return _loss_and_grad(None, np.asarray(exact, np.float32), student, mode, temperature,
+                          labels_t, (li_p, li_margin))
+
+
+def _cosine(a, b):
+    """Row-wise cosine of float [.., C] arrays (NaN where either is zero)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norms > 0, (a * b).sum(axis=-1) / norms, np.nan)
+
+
+def _relative(error, reference):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(reference > 0, error / reference, np.nan)
+
+
+def _quantiles(values, **named):
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return {key: None for key in named}
+    return {key: float(np.quantile(values, q)) for key, q in named.items()}
+
+
+def gradient_agreement(g, g_exact):
+    """Cosine and relative norm error of gradients g vs g_exact [n, C]: per sample
+    (median and tails, rows with a zero exact gradient skipped), of the whole batch's gradient
+    flattened ("batch"), and of the batch-summed gradient sum_i g_i [C] ("batch_sum")."""
+    g, g_exact = np.asarray(g, np.float64), np.asarray(g_exact, np.float64)
+    rel = _relative(np.linalg.norm(g - g_exact, axis=1), np.linalg.norm(g_exact, axis=1))
+    out = {"cosine": _quantiles(_cosine(g, g_exact), median=0.5, p5=0.05, min=0.0),
+           "rel_error": _quantiles(rel, median=0.5, p95=0.95, max=1.0)}
+    for key, (a, b) in {"batch": (g.ravel(), g_exact.ravel()),
+                        "batch_sum": (g.sum(axis=0), g_exact.sum(axis=0))}.items():
+        out[key] = {"cosine": float(_cosine(a, b)),
+                    "rel_error": float(_relative(np.linalg.norm(a - b), np.linalg.norm(b)))}
+    return out
+
+
+def top1_agreement(codec, encoded, exact):
+    """Fraction of rows whose decoded top-1 class (the most often drawn class for sampled
+    codecs, lowest index on ties) is the exact teacher's."""
+    n, c = exact.shape
+    if codec.dense:
+        top = codec.decode(encoded, c).argmax(axis=1)
+    else:
+        drawn = encoded["indices"].astype(np.int64)
+        flat = (np.arange(n)[:, None] * c + drawn).ravel()
+        top = np.bincount(flat, minlength=n * c).reshape(n, c).argmax(axis=1)
+    return float((top == exact.argmax(axis=1)).mean()) if n else None
+
+
+def measure(codec, exact, student, mode="kl", temperature=1.0, labels=None, draws=1, seed=0,
+            li_p=2.0, li_margin=0.5):
+    """Fidelity of `codec` for kd `mode` on rows of exact teacher logits, as a plain dict.
+
+    exact, student: float32 [n, C]; labels: int64 [n] (needed for li). Reports the per-sample
+    loss relative error |d - d_exact| / d_exact (median, p95), the relative error of the batch
+    mean loss, gradient agreement (see `gradient_agreement`) and top-1 agreement. draws > 1
+    averages a sampled codec's loss and gradient over that many independent draws.
+    """
+    exact = np.asarray(exact, np.float32)
+    student = np.asarray(student, np.float32)
+    if exact.shape != student.shape or exact.ndim != 2:
+        raise PctError(f"exact teacher logits {exact.shape} and student logits {student.shape} "
+                       f"must both be [n, C]")
+    d, g = codec_loss_and_grad(codec, exact, student, mode, temperature, labels, draws, seed,
+                               li_p, li_margin)
+    d_exact, g_exact = exact_loss_and_grad(exact, student, mode, temperature, labels, li_p,
+                                           li_margin)
+    rel = _relative(np.abs(d.astype(np.float64) - d_exact), np.abs(d_exact))
+    return {"codec": codec.name, "mode": mode,
+            "temperature": temperature if mode == "kl" else None,
+            "rows": int(exact.shape[0]), "draws": draws if not codec.dense else 1,
+            "loss_rel_error": _quantiles(rel, median=0.5, p95=0.95),
+            "batch_loss_rel_error": float(_relative(abs(d.sum(dtype=np.float64) - d_exact.sum(
+                dtype=np.float64)), abs(d_exact.sum(dtype=np.float64)))),
+            "gradient": gradient_agreement(g, g_exact),
+            "top1_agreement": top1_agreement(codec, codec.encode(exact, view=seed), exact)}

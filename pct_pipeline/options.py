@@ -1,0 +1,53 @@
+"""Option spellings and values shared by the commands; imports click only (no torch).
+
+`option_name` is the group's token normaliser: `--kd_alpha` is read as `--kd-alpha`, so every
+option is declared once, with dashes, and the original underscore spellings still work.
+`parse_arch_path` reads the ARCH=CHECKPOINT values of --teacher, --online-teacher and
+--bct-old-model.
+"""
+import re
+
+import click
+
+from .errors import PctError
+
+# What an architecture name looks like (torchvision's and this package's): the part before the
+# first "=" of a value is an architecture only if it looks like one.
+ARCH_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def option_name(token):
+    """click's token_normalize_func: an option name (its `--` already removed) with
+    underscores read as dashes. click also passes Choice values through it; `Choice` below
+    opts out of that, so choice values keep their exact spelling."""
+    return token.replace("_", "-")
+
+
+class Choice(click.Choice):
+    """A click.Choice matched and shown with its own spelling (`all_pass`), untouched by
+    the group's option-name normalisation."""
+
+    def normalize_choice(self, choice, ctx):
+        return super().normalize_choice(choice, None)
+
+
+def parse_arch_path(value, option, require_arch=True):
+    """(arch, path) of an `ARCH=PATH` value of `option` (e.g. "--teacher"), split at the first
+    "=" with whitespace stripped: "resnet18=/runs/lr=0.1/c.pt" -> ("resnet18",
+    "/runs/lr=0.1/c.pt").
+
+    With `require_arch=False` a bare PATH is accepted too and gives (None, PATH); so is a path
+    that holds "=" itself ("/runs/lr=0.1/c.pt"), recognised because the part before its first
+    "=" is not an architecture name (a name is letters, digits and underscores). A missing
+    or malformed part raises a one-line PctError naming `option` and `value`.
+    """
+    form = "ARCH=CHECKPOINT" if require_arch else "[ARCH=]CHECKPOINT"
+    text = str(value).strip()
+    arch, sep, path = (part.strip() for part in text.partition("="))
+    if sep and ARCH_NAME.fullmatch(arch):
+        if not path:
+            raise PctError(f"{option} expects {form}, got {value!r} (no checkpoint after '=')")
+        return arch, path
+    if not require_arch and text and not text.startswith("="):
+        return None, text
+    raise PctError(f"{option} expects {form}, got {value!r}")

@@ -1,0 +1,190 @@
+"""Run folders and checkpoints of `pct train`: nothing of a run is lost to a re-run.
+
+A run folder holds checkpoint.pt (after every epoch), metrics.jsonl (a line per epoch, written
+after that epoch's checkpoint), config.json and, at the end, predictions.zarr. The same
+command run again into the same folder (a cluster re-queue) resumes from checkpoint.pt
+(`--resume auto`, the default); a finished run is left as it is. `--overwrite` starts afresh,
+removing only the run's own files. Resuming checks that the checkpoint was trained on the
+same data, teacher cache, loss and model (refused otherwise, naming the setting and both
+values) and notes a changed seed, process count or batch size.
+
+Checkpoints hold tensors, dicts, lists and plain values only (models.load_file reads them as
+data): model, model_ema, optimizer, scaler, epoch, CPU and CUDA RNG states, config, identity.
+"""
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .. import __version__, models
+from ..errors import PctError, writing
+
+RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "config.json", "predictions.zarr", "init.pt")
+REFUSED = ("arch", "num_classes", "model_kwargs", "data", "teacher_cache", "loss")
+NOTED = ("seed", "world", "batch_size")
+
+
+def plain(obj):
+    """`obj` as JSON values (tuples become lists, other objects strings)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def identity(cfg, num_classes, train_info, cache, world):
+    """What a checkpoint must share with the command that resumes it (and what it may not)."""
+    data = {k: train_info.fingerprint[k] for k in ("size", "num_samples", "labels_sha256")}
+    teacher_cache = None
+    if cache is not None:
+        keep = ("teachers", "views", "view_seed", "resolution", "scale", "ratio", "flip", "dtype",
+                "codec")
+        teacher_cache = {k: cache.attrs.get(k) for k in keep}
+        teacher_cache["teachers"] = [t.get("sha256") for t in cache.attrs.get("teachers", [])]
+    loss = asdict(cfg.loss) if (cache is not None or cfg.online_teachers) else \
+        {"mode": None, "label_smoothing": cfg.loss.label_smoothing,
+         "bct_loss_weight": cfg.loss.bct_loss_weight}
+    return plain({"arch": cfg.arch, "num_classes": num_classes,
+                  "model_kwargs": dict(cfg.model_kwargs), "data": data,
+                  "teacher_cache": teacher_cache, "loss": loss, "seed": cfg.seed, "world": world,
+                  "batch_size": cfg.batch_size})
+
+
+def run_files(out):
+    """The files of a run in folder `out` that exist (epoch checkpoints included)."""
+    out = Path(out)
+    names = [*RUN_FILES, *(p.name for p in out.glob("checkpoint_epoch_*.pt"))] if out.is_dir() else []
+    return [out / n for n in names if (out / n).exists() or (out / n).is_symlink()]
+
+
+def resume_source(cfg):
+    """The checkpoint this run continues from, or None (a fresh start). Refuses, in one line,
+    a folder whose results would be lost: another run's checkpoint, or results without one."""
+    out = Path(cfg.out)
+    own = out / "checkpoint.pt"
+    if cfg.evaluate:
+        return evaluated_checkpoint(cfg, own)
+    if cfg.overwrite:
+        return None if cfg.resume in (None, "auto") else Path(cfg.resume)
+    if cfg.resume not in (None, "auto"):
+        given = Path(cfg.resume)
+        if own.is_file() and given.is_file() and not own.samefile(given):
+            raise PctError(f"{out} holds the checkpoint of another run; resuming {given} there "
+                           f"would replace it (use another --out, or --overwrite)")
+        return given
+    if own.is_file():
+        return own
+    kept = [p.name for p in run_files(out) if p.name not in ("config.json", "init.pt")]
+    if kept:
+        raise PctError(f"{out} holds results of a run ({', '.join(kept)}) but no checkpoint.pt "
+                       f"to resume from (use another --out, or --overwrite to replace them)")
+    return None
+
+
+def evaluated_checkpoint(cfg, own):
+    """--evaluate: the checkpoint whose predictions to write (--resume PATH, else the run
+    folder's); an existing predictions.zarr is replaced only with --overwrite."""
+    path = own if cfg.resume in (None, "auto") else Path(cfg.resume)
+    if not path.is_file():
+        raise PctError(f"--evaluate needs a checkpoint: {path} not found (give --resume CKPT)")
+    predictions = Path(cfg.out) / "predictions.zarr"
+    if (predictions.exists() or predictions.is_symlink()) and not cfg.overwrite:
+        raise PctError(f"{predictions} exists (use --overwrite to replace it)")
+    return path
+
+
+def clear_run(out):
+    """Remove the files of a run (not the folder, nor anything else in it): --overwrite."""
+    for path in run_files(out):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def save(path, cfg, ident, model, optimizer, precision, ema, epoch):
+    """Write a checkpoint atomically (temporary file + rename)."""
+    state = {"model": model.state_dict(), "arch": cfg.arch, "num_classes": ident["num_classes"],
+             "model_kwargs": dict(cfg.model_kwargs), "optimizer": optimizer.state_dict(),
+             "scaler": precision.scaler.state_dict(), "epoch": epoch,
+             "rng": torch.get_rng_state(), "config": plain(asdict(cfg)), "identity": ident,
+             "pct_version": __version__}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    if ema is not None:
+        state["model_ema"] = ema.state_dict()
+    models.save_atomic(state, path)
+
+
+def load(path, cfg, ident, model, optimizer, precision, ema):
+    """Restore a `pct train` checkpoint into the run; returns the epochs it completed."""
+    ckpt = models.load_file(path, cfg.trust_checkpoint)
+    state, _ = models.checkpoint_state(ckpt, path)
+    if ckpt.get("arch", cfg.arch) != cfg.arch:
+        raise PctError(f"--resume {path} is a {ckpt['arch']} checkpoint, --arch is {cfg.arch}")
+    models.load_weights(model, state, cfg.arch, path)
+    if not cfg.evaluate:
+        check_identity(path, ckpt.get("identity"), ident)
+        if "optimizer" in ckpt:
+            saved = len(ckpt["optimizer"].get("param_groups", []))
+            if saved != len(optimizer.param_groups):
+                raise PctError(f"--resume {path} has {saved} optimizer parameter group(s), this "
+                               f"command {len(optimizer.param_groups)} (was "
+                               f"--norm-weight-decay given to one and not the other?)")
+            optimizer.load_state_dict(ckpt["optimizer"])
+        if "scaler" in ckpt:
+            precision.scaler.load_state_dict(ckpt["scaler"])
+    if ema is not None and "model_ema" in ckpt:
+        ema.load_state_dict(ckpt["model_ema"])
+    if "rng" in ckpt:
+        torch.set_rng_state(ckpt["rng"])
+    if "cuda_rng" in ckpt and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+    return int(ckpt.get("epoch", 0))
+
+
+def check_identity(path, saved, current):
+    """Refuse a checkpoint trained on other data, teacher cache, loss or model; note a
+    changed seed, process count or batch size (one line each). Checkpoints written before
+    identities were recorded are taken as they are."""
+    if saved is None:
+        return
+    for key in REFUSED:
+        if saved.get(key) != current[key]:
+            what = _difference(key, saved.get(key), current[key])
+            raise PctError(f"--resume {path} was trained with {what}: resuming would mix two "
+                           f"runs (use another --out, or --overwrite to start again)")
+    if int(os.environ.get("RANK", 0)) == 0:
+        for key in NOTED:
+            if saved.get(key) != current[key]:
+                print(f"pct: note: resuming {path} with {key} {current[key]} (it was trained "
+                      f"with {saved.get(key)})", flush=True)
+
+
+def _difference(key, there, here):
+    if isinstance(there, dict) and isinstance(here, dict):
+        for name in sorted(set(there) | set(here)):
+            if there.get(name) != here.get(name):
+                return f"{key} {name} {there.get(name)!r}, this command {here.get(name)!r}"
+    return f"{key} {there!r}, this command {here!r}"
+
+
+def trim_metrics(out, epoch):
+    """Keep the metrics lines of epochs <= `epoch` (those of its checkpoint): a run killed
+    between a checkpoint and the next one's metrics resumes without duplicate lines."""
+    path = Path(out) / "metrics.jsonl"
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with writing(path):
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
+
+
+def log_epoch(out, stats):
+    """Append the epoch's metrics line to RUN_DIR/metrics.jsonl."""
+    with writing(out / "metrics.jsonl"), open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(stats) + "\n")

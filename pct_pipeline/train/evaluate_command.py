@@ -1,0 +1,91 @@
+"""`pct evaluate --checkpoint CKPT --data VAL.beton --out PRED.zarr`."""
+from dataclasses import dataclass, replace
+
+import click
+
+FALLBACK_RESOLUTION = 224        # for a checkpoint without a `pct train` config
+FALLBACK_CROP_RATIO = 224 / 256
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """What `pct evaluate` does; saved whole, resolved, in the store's `config` attribute.
+
+    resolution, crop_ratio: None means the checkpoint's own (see `resolve`).
+    workers: None means this process's share of the cores (distributed.workers_for).
+    device: None means this process's GPU if any, else the CPU.
+    rows_per_chunk: None means chunks of about 1 MiB.
+    trust_checkpoint: unpickle the checkpoint fully, which runs any code it holds; otherwise it
+    is read as data only (models.load_file).
+    """
+
+    checkpoint: str
+    data: str
+    out: str
+    resolution: int | None = None
+    crop_ratio: float | None = None
+    batch_size: int = 256
+    workers: int | None = None
+    device: str | None = None
+    overwrite: bool = False
+    trust_checkpoint: bool = False
+    rows_per_chunk: int | None = None
+
+    def resolve(self, trained):
+        """This config with resolution and crop ratio filled in: those given, else the ones
+        the model was validated with during training (`trained`: the `config` dict of a `pct
+        train` checkpoint, its val_resolution or resolution, and its crop_ratio), else 224
+        and 224/256."""
+        trained = trained if isinstance(trained, dict) else {}
+        resolution = (self.resolution or _positive(trained.get("val_resolution"))
+                      or _positive(trained.get("resolution")) or FALLBACK_RESOLUTION)
+        crop_ratio = self.crop_ratio or _positive(trained.get("crop_ratio")) or FALLBACK_CROP_RATIO
+        return replace(self, resolution=int(resolution), crop_ratio=float(crop_ratio))
+
+
+def _positive(value):
+    """`value` if it is a positive number, else None."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return value if number and value > 0 else None
+
+
+@click.command("evaluate")
+@click.option("--checkpoint", required=True, type=click.Path(),
+              help="Checkpoint to evaluate: one written by `pct train`, or any checkpoint that "
+              "names its architecture (the original research code's).")
+@click.option("--data", required=True, type=click.Path(),
+              help="Validation .beton (from `pct write-dataset`).")
+@click.option("--out", required=True, type=click.Path(),
+              help="Predictions store to write, NAME.zarr; refused if it exists, unless "
+              "--overwrite.")
+@click.option("--resolution", type=click.IntRange(min=8), default=EvaluateConfig.resolution,
+              help="Side of the centre crop fed to the model, in pixels [default: the "
+              "checkpoint's validation resolution from `pct train`, else 224].")
+@click.option("--crop-ratio", type=click.FloatRange(0, 1, min_open=True),
+              default=EvaluateConfig.crop_ratio,
+              help="Crop side / shorter image side of the centre crop [default: the "
+              "checkpoint's from `pct train`, else 0.875 = 224/256].")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1),
+              default=EvaluateConfig.batch_size, show_default=True,
+              help="Images per batch, per process.")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=EvaluateConfig.workers,
+              help="Loader threads per process [default: the cores this process may use, "
+              "divided among the processes of the node].")
+@click.option("--device", default=EvaluateConfig.device,
+              help="Where the model runs: cpu, cuda (this process's GPU) or cuda:N [default: "
+              "this process's GPU if any, else cpu].")
+@click.option("--overwrite", is_flag=True, help="Replace whatever is at --out.")
+@click.option("--trust-checkpoint", is_flag=True, help="Unpickle --checkpoint fully instead of "
+              "reading it as data: this runs whatever code the file holds. Only for a file from "
+              "a source you trust.")
+@click.option("--rows-per-chunk", type=click.IntRange(min=1), default=EvaluateConfig.rows_per_chunk,
+              hidden=True)
+def evaluate(**options):
+    """Write the eval-view predictions of a checkpoint as a store for `pct analyze`. Runs as one
+    process or under torchrun (each process writes its own rows)."""
+    from .evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(EvaluateConfig(**options))
+    used = result["config"]
+    click.echo(f"top1 {result['top1']:.4f} top5 {result['top5']:.4f} at {used['resolution']} px, "
+               f"crop ratio {used['crop_ratio']:.4g} -> {used['out']}")
