@@ -26,8 +26,11 @@ BENCH = Path(__file__).resolve().parent
 BENCHES = {  # name: (script, arguments)
     "loader": ("loader.py", []),
     "precompute": ("precompute.py", ["--arch", "resnet18", "--resolution", "32", "--repeats", "4"]),
-    "train": ("train.py", []),
+    "train": ("train.py", ["--setting", "tiny"]),
+    "train_step": ("train.py", ["--setting", "step"]),
     "analyze": ("analyze.py", []),
+    "codecs": ("codecs.py", []),
+    "scale": ("scale.py", []),
 }
 
 
@@ -42,7 +45,7 @@ def run_one(name, tmp):
     seconds = time.perf_counter() - start
     result = json.loads(out.read_text()) if proc.returncode == 0 and out.is_file() else \
         {"name": name, "error": f"exit status {proc.returncode}", "figures": {}, "checks": []}
-    result.update(seconds=seconds, load_average_before=load_before,
+    result.update(name=name, seconds=seconds, load_average_before=load_before,
                   load_average_after=os.getloadavg()[0])
     return result
 

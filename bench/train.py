@@ -1,7 +1,7 @@
 """Training images/s with CE only, cached KD and online KD, measured in one run (§Performance).
 
 Drives the project's own code: one `ViewLoader` (random order, the teacher cache's crops),
-`train.run.make_teachers` and `train.run.train_one_epoch`, the student re-initialised (same
+`train.prepare.make_teachers` and `train.run.train_one_epoch`, the student re-initialised (same
 seed) for every run, SGD as in `pct train`. Variants, interleaved over repeats (the order is
 rotated each repeat so drift on a shared machine hits all of them):
 
@@ -20,7 +20,7 @@ bound. The time spent in `teachers.targets` (the join in the step; median call x
 call now and then waits for the GIL or a core held by the loader's threads) is reported against
 the loader's time for the same batches (bar: <= 2%) and against the cached step time.
 
-    python bench/train.py [--student cnn_wide] [--teacher cnn_wide] [--ensemble 8]
+    python bench/train.py [--setting tiny|step] [--student cnn_wide] [--teacher cnn_wide] [--ensemble 8]
                           [--images 1024] [--classes 1000] [--size 64] [--resolution 32]
                           [--batch-size 64] [--repeats 5] [--json OUT]
 """
@@ -133,7 +133,7 @@ class Bench:
     def __init__(self, beton, cache, ckpts, spec, folder):
         from pct_pipeline import distributed
         from pct_pipeline.dataset import BetonInfo, ViewLoader
-        from pct_pipeline.train.run import make_teachers
+        from pct_pipeline.train.prepare import make_teachers
         from pct_pipeline.train.teachers import open_cache
 
         self.spec, self.d = spec, distributed.setup(spec.device)
@@ -156,6 +156,7 @@ class Bench:
             online = name != "cached" and self.cuda and spec.amp
             self.teachers[name] = TimedTeachers(inner, self.sync, autocast=online)
         self.epoch = 0
+        self.accounts = {}  # variant -> the last run's step time account (seconds per phase)
 
     @property
     def images_per_run(self):
@@ -173,17 +174,18 @@ class Bench:
         if variant == "loader":
             return self._timed(lambda: self._iterate(steps))
         cfg = replace(self.configs[variant], max_steps_per_epoch=steps)
-        model, net, optimizer = self._student(cfg)
+        model, net, optimizer, precision = self._student(cfg)
 
         def epoch_of_training():
             if teachers:
                 teachers.begin_epoch(epoch, epoch + 1)  # no prefetch: it would overlap other runs
-            stats = train_one_epoch(cfg, net, model, self.loader, optimizer, teachers, None,
-                                    epoch, self.d)
+            stats = train_one_epoch(cfg, net, model, self.loader, optimizer, precision, None,
+                                    teachers, None, epoch, self.d)
             seen = round(stats["images_per_s"] * stats["train_time_s"])
             if seen != steps * self.spec.batch_size * self.d.world:
                 raise RuntimeError(f"{variant}: trained on {seen} images, expected "
                                    f"{steps} steps of {self.spec.batch_size}")
+            self.accounts[variant] = stats["step_time_s"] | {"wall": stats["train_time_s"]}
         return self._timed(epoch_of_training)
 
     def _iterate(self, steps):
@@ -192,23 +194,23 @@ class Bench:
                 break
 
     def _student(self, cfg):
-        """(model, net, optimizer) as `pct train` builds them: same seed every time."""
+        """(model, net, optimizer, precision) as `pct train` builds them: same seed every time."""
         import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel
 
         from pct_pipeline import models
+        from pct_pipeline.train import recipe
 
         torch.manual_seed(cfg.seed)
         model = models.build_model(cfg.arch, self.num_classes).to(self.d.device)
         if self.cuda and cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         lr = cfg.lr * cfg.batch_size * self.d.world / 256  # --auto-scale
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.wd)
+        optimizer = recipe.make_optimizer(cfg, model, lr)
         net = model
         if dist.is_initialized():  # under torchrun: DDP even with one process, as in multi-GPU
             net = DistributedDataParallel(model, device_ids=[self.d.device] if self.cuda else None)
-        return model, net, optimizer
+        return model, net, optimizer, recipe.Precision(cfg, self.d.device)
 
     def _timed(self, work):
         self.sync()
@@ -248,6 +250,7 @@ def measure(bench):
     for variant in variants[1:]:
         bench.run(variant, steps=max(1, min(2, bench.steps // 2)))  # allocator, kernels
     seconds = {v: [] for v in variants}
+    accounts = {v: [] for v in variants[1:]}
     join, wall, fill = [], [], []
     cached = bench.teachers["cached"]
     for r in range(bench.spec.repeats):
@@ -255,12 +258,14 @@ def measure(bench):
         for variant in variants[k:] + variants[:k]:
             cached.reset()
             seconds[variant].append(bench.run(variant))
+            if variant in accounts:
+                accounts[variant].append(bench.accounts[variant])
             if variant == "cached":
                 join.append(statistics.median(cached.calls) * len(cached.calls))
                 wall.append(sum(cached.calls))
                 fill.append(cached.fill_s)
     return {"first_epoch_s": first, "seconds": seconds, "join_s": join, "join_wall_s": wall,
-            "fill_s": fill}
+            "fill_s": fill, "accounts": accounts}
 
 
 def report(bench, measured, extra_setup=None):
@@ -269,7 +274,8 @@ def report(bench, measured, extra_setup=None):
     secs = measured["seconds"]
     rates = {v: [images / s for s in secs[v]] for v in spec.variants}
     ens = f"online{spec.ensemble}"
-    join_of_loader = [j / s for j, s in zip(measured["join_s"], secs["loader"])]
+    join_of_step = [j / s for j, s in zip(measured["join_s"], secs["cached"])]
+    account, unexplained = step_account(measured["accounts"], bench.steps)
     figures = {f"{v}_images_per_s": common.figure(r) for v, r in rates.items()}
     figures["join_ms_per_batch"] = common.figure(
         [1e3 * j / bench.steps for j in measured["join_s"]])
@@ -278,15 +284,17 @@ def report(bench, measured, extra_setup=None):
         common.ratio_check("train: cached KD / CE-only", rates["cached"], rates["ce"], ">=", 0.97),
         common.ratio_check("train: cached KD / online KD, equal-size teacher", rates["cached"],
                            rates["online1"], ">=", 1.25),
-        common.check("train: join time in the step / loader time",
-                     sum(measured["join_s"]) / sum(secs["loader"]), join_of_loader, "<=", 0.02)]
+        common.check("train: join time in the step / cached step time",
+                     sum(measured["join_s"]) / sum(secs["cached"]), join_of_step, "<=", 0.02),
+        common.check("train: cached - CE step time not accounted for by the phases / cached "
+                     "step", statistics.median(unexplained), unexplained, "<=", 0.02)]
     ens_check = common.ratio_check(f"train: cached KD / online KD, {spec.ensemble}-member "
                                    f"ensemble", rates["cached"], rates[ens], ">=", 3.0)
     if spec.ensemble == 8:  # the bar is set for 8 members
         checks.insert(2, ens_check)
     ratios = {
         f"cached / {ens}": ens_check["value"],
-        "join share of cached step time": sum(measured["join_s"]) / sum(secs["cached"]),
+        "join time / loader time": sum(measured["join_s"]) / sum(secs["loader"]),
         "join wall time (with GIL/core waits) / loader time":
             sum(measured["join_wall_s"]) / sum(secs["loader"]),
         "cache view read / loader time": sum(measured["fill_s"]) / sum(secs["loader"]),
@@ -295,12 +303,31 @@ def report(bench, measured, extra_setup=None):
              "images_per_run": images, "first_epoch_s": measured["first_epoch_s"],
              "device": str(bench.d.device), "world": bench.d.world,
              "torch_threads": torch.get_num_threads(), **(extra_setup or {})}
-    print_report(setup, figures, ratios, checks)
+    print_report(setup, figures, ratios, checks, account)
     return {"name": "train", "setup": setup, "figures": figures, "ratios": ratios,
-            "checks": checks}
+            "checks": checks, "step_account_ms": account}
 
 
-def print_report(setup, figures, ratios, checks):
+def step_account(accounts, steps):
+    """({variant: {phase: median ms per step}}, per-repeat |unexplained| / cached step).
+
+    Each run's phases add up to its loop time (`wall`; the remainder is `other`), so the
+    difference between the cached and the CE-only step is explained by the phases'
+    differences up to the difference in `other`, reported per repeat as a share of the
+    cached step."""
+    runs = {}
+    for variant, accounts_of in accounts.items():
+        phases = {k: [1e3 * a[k] / steps for a in accounts_of] for k in accounts_of[0]}
+        phases["other"] = [w - sum(phases[k][i] for k in phases if k != "wall")
+                           for i, w in enumerate(phases["wall"])]
+        runs[variant] = phases
+    table = {v: {k: statistics.median(x) for k, x in p.items()} for v, p in runs.items()}
+    ce, cached = runs["ce"], runs["cached"]
+    unexplained = [abs(b - a) / w for a, b, w in zip(ce["other"], cached["other"], cached["wall"])]
+    return table, unexplained
+
+
+def print_report(setup, figures, ratios, checks, account):
     print(f"train: student {setup['student']}, teacher {setup['teacher']} (ensemble "
           f"{setup['ensemble']}), {setup['resolution']} px, batch {setup['batch_size']}, "
           f"{setup['steps']} steps per run, {setup['workers']} workers, {setup['device']}; "
@@ -310,12 +337,27 @@ def print_report(setup, figures, ratios, checks):
                           or k.endswith("_per_epoch")}, unit="ms")
     for name, value in ratios.items():
         print(f"  {name}: {value:.3f}")
+    phases = list(account["ce"])
+    print(f"  ms per step (median): {'':>10}" + "".join(f"{p:>10}" for p in phases))
+    for variant, row in account.items():
+        print(f"  {variant:>31}" + "".join(f"{row[p]:>10.2f}" for p in phases))
+    print(f"  {'cached - ce':>31}" + "".join(f"{account['cached'][p] - account['ce'][p]:>+10.2f}"
+                                               for p in phases))
     common.print_checks(checks)
+
+
+SETTINGS = {  # tiny: the loader and the join dominate; step: a real student's step dominates
+    "tiny": Spec(),
+    "step": Spec(student="resnet18", teacher="resnet18", classes=100, size=80, resolution=64,
+                 images=512, batch_size=32, steps=8, repeats=3),
+}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    defaults = Spec()
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="tiny")
+    known, _ = parser.parse_known_args(argv)
+    defaults = SETTINGS[known.setting]
     for name in ("student", "teacher"):
         parser.add_argument(f"--{name}", default=getattr(defaults, name))
     for name in ("ensemble", "images", "classes", "size", "resolution", "batch_size", "workers",
@@ -324,12 +366,13 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the result dict here")
     args = vars(parser.parse_args(argv))
     out = args.pop("json")
+    setting = args.pop("setting")
     spec = Spec(**args)
     with tempfile.TemporaryDirectory() as tmp:
         beton, ckpts = prepare(tmp, spec)
         cache = make_cache(beton, ckpts[0], Path(tmp) / "cache.zarr", spec)
         bench = Bench(beton, cache, ckpts, spec, tmp)
-        result = report(bench, measure(bench))
+        result = report(bench, measure(bench), {"setting": setting})
     if out:
         Path(out).write_text(json.dumps(result, indent=1))
     return result

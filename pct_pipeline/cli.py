@@ -21,6 +21,7 @@ COMMANDS = {
     "train": "pct_pipeline.train.command:train",
     "evaluate": "pct_pipeline.train.evaluate_command:evaluate",
     "analyze": "pct_pipeline.analyze.command:analyze",
+    "cache-fidelity": "pct_pipeline.cache_fidelity:cache_fidelity",
     "models": "pct_pipeline.models_command:models",
 }
 

@@ -6,7 +6,8 @@ mode computed from the codec's targets against the same from the exact logits, u
 functions of `train.losses` (kl at temperature T, l2, li = logit difference inhibition).
 Dense codecs are decoded; the sampled codec uses its own unbiased `kl_loss`, optionally
 averaged over `draws` independent draws per row (to check that the average converges).
-Results are plain dicts of floats.
+Results are plain dicts of floats. `record` gives the `fidelity` attribute that
+precompute-teachers stores in a compact cache (measured on the cache's reference rows).
 """
 import numpy as np
 import torch
@@ -15,6 +16,11 @@ from .errors import PctError
 from .train.losses import kl_distill, l2_distill, ldi
 
 MAX_ELEMENTS = 1 << 24  # rows x draws x classes per autograd pass
+# Recorded in every compact cache: T = 1, and the README recipes' temperatures (4 in the
+# digits demo, 100 in the ImageNet focal-distillation recipe).
+RECORDED_TEMPERATURES = (1.0, 4.0, 100.0)
+STUDENT_NOISE = 1.0  # the default stand-in student: exact teacher logits + N(0, 1)
+LI_DEFAULTS = {"p": 2.0, "margin": 0.5}
 
 
 def perturbed(logits, std, seed=0):
@@ -133,6 +139,86 @@ def top1_agreement(codec, encoded, exact):
     return float((top == exact.argmax(axis=1)).mean()) if n else None
 
 
+def _result(codec, mode, temperature, draws, d, g, d_exact, g_exact, top1):
+    rel = _relative(np.abs(d.astype(np.float64) - d_exact), np.abs(d_exact))
+    return {"codec": codec.name, "mode": mode,
+            "temperature": temperature if mode == "kl" else None,
+            "rows": int(len(d)), "draws": draws if not codec.dense else 1,
+            "loss_rel_error": _quantiles(rel, median=0.5, p95=0.95),
+            "batch_loss_rel_error": float(_relative(abs(d.sum(dtype=np.float64) - d_exact.sum(
+                dtype=np.float64)), abs(d_exact.sum(dtype=np.float64)))),
+            "gradient": gradient_agreement(g, g_exact),
+            "top1_agreement": top1}
+
+
+def _pair(exact, student):
+    exact = np.asarray(exact, np.float32)
+    student = np.asarray(student, np.float32)
+    if exact.shape != student.shape or exact.ndim != 2:
+        raise PctError(f"exact teacher logits {exact.shape} and student logits {student.shape} "
+                       f"must both be [n, C]")
+    return exact, student
+
+
+def measure_encoded(codec, encoded, exact, student, mode="kl", temperature=1.0, labels=None,
+                    li_p=2.0, li_margin=0.5):
+    """`measure` of rows already encoded (e.g. read from a compact cache): encoded
+    {array name: [n, width]} against the exact teacher logits [n, C] of the same rows."""
+    exact, student = _pair(exact, student)
+    codec.require(mode, temperature)
+    labels_t = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
+    encoded = {name: np.asarray(encoded[name]) for name in codec.arrays(exact.shape[1])}
+    d, g = _loss_and_grad(codec, encoded, student, mode, temperature, labels_t,
+                          (li_p, li_margin))
+    d_exact, g_exact = exact_loss_and_grad(exact, student, mode, temperature, labels, li_p,
+                                           li_margin)
+    return _result(codec, mode, temperature, 1, d, g, d_exact, g_exact,
+                   top1_agreement(codec, encoded, exact))
+
+
+def setting_key(mode, temperature=None):
+    """'kl@4', 'l2', 'li': the key of a loss setting in a `record`."""
+    return f"{mode}@{float(temperature):g}" if mode == "kl" else mode
+
+
+def served_settings(codec, temperatures=RECORDED_TEMPERATURES):
+    """[(mode, temperature)] measured for `codec`: kl at each temperature, l2 and li for
+    dense codecs; a sampled codec serves kl at its own temperature only."""
+    if not codec.dense:
+        return [("kl", codec.temperature)]
+    return [("kl", float(t)) for t in temperatures] + [("l2", None), ("li", None)]
+
+
+def against_stand_in(codec, encoded, exact, labels, mode, temperature=1.0,
+                     li_p=LI_DEFAULTS["p"], li_margin=LI_DEFAULTS["margin"]):
+    """`measure_encoded` against the stand-in student exact + N(0, STUDENT_NOISE^2)."""
+    return measure_encoded(codec, encoded, exact, perturbed(exact, STUDENT_NOISE), mode,
+                           temperature, labels, li_p, li_margin)
+
+
+def record(codec, exact, labels, temperatures=RECORDED_TEMPERATURES, encoded=None):
+    """The `fidelity` attribute of a compact cache: {codec, rows, student, li, settings: {key:
+    `measure` dict}} of `codec` on rows of exact teacher logits [n, C] (float32) with their
+    labels [n], against the stand-in student exact + N(0, STUDENT_NOISE^2). `encoded`: the
+    rows as stored (default: encoded here, view 0). NaN figures become None (JSON)."""
+    exact = np.asarray(exact, np.float32)
+    if encoded is None:
+        encoded = codec.encode(exact, np.arange(len(exact)))
+    out = {setting_key(mode, t): against_stand_in(codec, encoded, exact, labels, mode, t or 1.0)
+           for mode, t in served_settings(codec, temperatures)}
+    return json_safe({"codec": codec.name, "rows": int(len(exact)), "li": dict(LI_DEFAULTS),
+                       "student": f"exact teacher logits + N(0, {STUDENT_NOISE:g}) noise",
+                       "settings": out})
+
+
+def json_safe(value):
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def measure(codec, exact, student, mode="kl", temperature=1.0, labels=None, draws=1, seed=0,
             li_p=2.0, li_margin=0.5):
     """Fidelity of `codec` for kd `mode` on rows of exact teacher logits, as a plain dict.
@@ -142,21 +228,29 @@ def measure(codec, exact, student, mode="kl", temperature=1.0, labels=None, draw
     mean loss, gradient agreement (see `gradient_agreement`) and top-1 agreement. draws > 1
     averages a sampled codec's loss and gradient over that many independent draws.
     """
-    exact = np.asarray(exact, np.float32)
-    student = np.asarray(student, np.float32)
-    if exact.shape != student.shape or exact.ndim != 2:
-        raise PctError(f"exact teacher logits {exact.shape} and student logits {student.shape} "
-                       f"must both be [n, C]")
+    exact, student = _pair(exact, student)
     d, g = codec_loss_and_grad(codec, exact, student, mode, temperature, labels, draws, seed,
                                li_p, li_margin)
     d_exact, g_exact = exact_loss_and_grad(exact, student, mode, temperature, labels, li_p,
                                            li_margin)
-    rel = _relative(np.abs(d.astype(np.float64) - d_exact), np.abs(d_exact))
-    return {"codec": codec.name, "mode": mode,
-            "temperature": temperature if mode == "kl" else None,
-            "rows": int(exact.shape[0]), "draws": draws if not codec.dense else 1,
-            "loss_rel_error": _quantiles(rel, median=0.5, p95=0.95),
-            "batch_loss_rel_error": float(_relative(abs(d.sum(dtype=np.float64) - d_exact.sum(
-                dtype=np.float64)), abs(d_exact.sum(dtype=np.float64)))),
-            "gradient": gradient_agreement(g, g_exact),
-            "top1_agreement": top1_agreement(codec, codec.encode(exact, view=seed), exact)}
+    return _result(codec, mode, temperature, draws, d, g, d_exact, g_exact,
+                   top1_agreement(codec, codec.encode(exact, view=seed), exact))
+
+
+def table(results):
+    """Lines of a human table of {setting key: `measure` dict}: loss relative error per sample
+    (median / p95), gradient cosine per sample (median / p5) and relative norm error (median
+    / p95), top-1 agreement. Missing figures print as n/a."""
+    def cell(value, spec):
+        return "n/a" if value is None else format(value, spec)
+
+    lines = [f"  {'setting':<8} {'loss rel. err (med / p95)':>26} {'grad cosine (med / p5)':>24} "
+             f"{'grad rel. err (med / p95)':>26} {'top-1 agree':>11}"]
+    for key, m in results.items():
+        loss, g = m["loss_rel_error"], m["gradient"]
+        lines.append(
+            f"  {key:<8} {cell(loss['median'], '.2e'):>12} / {cell(loss['p95'], '.2e'):<11} "
+            f"{cell(g['cosine']['median'], '.5f'):>11} / {cell(g['cosine']['p5'], '.5f'):<10} "
+            f"{cell(g['rel_error']['median'], '.2e'):>12} / {cell(g['rel_error']['p95'], '.2e'):<11} "
+            f"{cell(m['top1_agreement'], '.4f'):>11}")
+    return lines

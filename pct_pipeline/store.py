@@ -6,17 +6,22 @@ completion marker per (view, shard). Arrays are chunked (1, R, ·) with R·C·it
 and sharded along N in blocks of ``shard_rows`` rows; a writer owns whole (view, shard) units,
 writes every array's rows of the unit, then sets its marker. Consumers refuse a store with a
 false marker. Every chunk carries a checksum, so a corrupted chunk fails loudly on read.
+
+A teacher cache written with a compact codec (attribute ``codec``, see codecs.py) holds the
+codec's arrays [V, N, width] instead of ``logits``, chunked and sharded alike, plus
+``reference_logits`` float32 [K, C]: the exact teacher logits of a sample of view 0's rows
+(`reference_rows`), from which the codec's fidelity is measured.
 """
 import math
 import threading
-from pathlib import Path
 
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
-from zarr.storage import LocalStore, WrapperStore
+from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
 from .errors import PctError, writing
+from .location import Location
 
 SCHEMA_VERSION = 1
 CHUNK_BYTES = 1 << 20
@@ -80,10 +85,65 @@ class CountingStore(WrapperStore):
         return buffers
 
 
+class RemoteStore(WrapperStore):
+    """A zarr store in object storage whose failures (credentials, endpoint, bucket, network)
+    raise PctError naming the location, whichever zarr call met them."""
+
+    def __init__(self, store, location):
+        super().__init__(store)
+        self.location = location
+
+    def _with_store(self, store):
+        return type(self)(store, self.location)
+
+    async def get(self, key, prototype, byte_range=None):
+        with self.location.reaching():
+            return await self._store.get(key, prototype, byte_range)
+
+    async def get_partial_values(self, prototype, key_ranges):
+        with self.location.reaching():
+            return await self._store.get_partial_values(prototype, key_ranges)
+
+    async def exists(self, key):
+        with self.location.reaching():
+            return await self._store.exists(key)
+
+    async def set(self, key, value):
+        with self.location.reaching():
+            await self._store.set(key, value)
+
+    async def delete(self, key):
+        with self.location.reaching():
+            await self._store.delete(key)
+
+    async def delete_dir(self, prefix):
+        with self.location.reaching():
+            await self._store.delete_dir(prefix)
+
+    async def list_prefix(self, prefix):
+        with self.location.reaching():
+            async for key in self._store.list_prefix(prefix):
+                yield key
+
+    async def list_dir(self, prefix):
+        with self.location.reaching():
+            async for key in self._store.list_dir(prefix):
+                yield key
+
+
 def zarr_store(location, read_only=False):
-    """The zarr store behind a store location. The only place that turns a location into
-    storage: the rest of the package passes locations around."""
-    return CountingStore(LocalStore(str(location), read_only=read_only))
+    """The zarr store behind a store location (a path, or a URL: see location.py). The only
+    place that turns a location into storage: the rest of the package passes locations
+    around."""
+    location = Location(location)
+    if location.local:
+        return CountingStore(LocalStore(str(location.path), read_only=read_only))
+    with location.reaching():
+        try:
+            backend = FsspecStore.from_url(location.url, read_only=read_only)
+        except (ImportError, ValueError) as exc:  # no fsspec backend for this URL scheme
+            raise PctError(f"cannot open {location}: {exc}") from None
+    return CountingStore(RemoteStore(backend, location))
 
 
 def open_group(location, mode="r"):
@@ -93,11 +153,14 @@ def open_group(location, mode="r"):
 
 def create_store(path, *, kind, labels, num_classes, views, attributes, dtype="float16",
                  feature_dim=None, members=None, chunks_per_shard=CHUNKS_PER_SHARD,
-                 rows_per_chunk=None):
+                 rows_per_chunk=None, encoded=None, reference_rows=None):
     """Create an empty store (every marker false) and return its layout as a dict.
 
     `rows_per_chunk` overrides the ~1 MiB chunk size (tests use it to get several shards
-    out of a tiny data set).
+    out of a tiny data set). `encoded`: {name: (width, dtype)}, a compact codec's arrays,
+    made [V, N, width] in place of `logits` (the layout stays that of `dtype` logits, so
+    units are the same whatever the codec); `reference_rows`: K, the sample size of
+    `reference_logits` (see `reference_rows`).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown store kind {kind!r}")
@@ -106,22 +169,32 @@ def create_store(path, *, kind, labels, num_classes, views, attributes, dtype="f
                          rows_per_chunk)
     attrs = dict(attributes, schema_version=SCHEMA_VERSION, kind=kind, num_samples=len(labels),
                  num_classes=int(num_classes), views=int(views), **layout)
+    if reference_rows:
+        attrs["reference_rows_per_shard"] = min(layout["shard_rows"],
+                                                -(-int(reference_rows) // layout["num_shards"]))
     # zarr writes each chunk to a temporary file and renames it: a full disk leaves no
     # chunk half-written, and the markers say which units are whole.
     with writing(path):
-        _create_arrays(path, attrs, labels, np.dtype(dtype), feature_dim, members)
+        _create_arrays(path, attrs, labels, np.dtype(dtype), feature_dim, members, encoded)
     return attrs
 
 
-def _create_arrays(path, attrs, labels, dtype, feature_dim, members):
+def _create_arrays(path, attrs, labels, dtype, feature_dim, members, encoded):
     views, n, c = attrs["views"], attrs["num_samples"], attrs["num_classes"]
     rows, shard_rows, num_shards = attrs["chunk_rows"], attrs["shard_rows"], attrs["num_shards"]
     group = zarr.create_group(store=zarr_store(path), overwrite=True, attributes=attrs)
     data = dict(compressors=[ZstdCodec(level=1, checksum=True)])
     group.create_array("labels", data=labels, chunks=(n,), dimension_names=["sample"], **data)
-    group.create_array("logits", shape=(views, n, c), dtype=dtype, chunks=(1, rows, c),
-                       shards=(1, shard_rows, c), dimension_names=["view", "sample", "class"],
-                       fill_value=0, **data)
+    last = "class" if encoded is None else "value"
+    for name, (width, kind) in (encoded or {"logits": (c, dtype)}).items():
+        group.create_array(name, shape=(views, n, width), dtype=kind, chunks=(1, rows, width),
+                           shards=(1, shard_rows, width), fill_value=0,
+                           dimension_names=["view", "sample", last], **data)
+    if attrs.get("reference_rows_per_shard"):
+        # one chunk per shard's sample: each unit of view 0 writes its own chunk
+        group.create_array("reference_logits", shape=(len(reference_rows(attrs)), c),
+                           dtype="float32", chunks=(attrs["reference_rows_per_shard"], c),
+                           dimension_names=["row", "class"], fill_value=0, **data)
     group.create_array("crops", shape=(views, n, 5), dtype="int32", chunks=(1, shard_rows, 5),
                        dimension_names=["view", "sample", "box"], fill_value=0, **data)
     if feature_dim:
@@ -138,17 +211,25 @@ def _create_arrays(path, attrs, labels, dtype, feature_dim, members):
                        fill_value=False, dimension_names=["view", "shard"])
 
 
-def write_unit(path, view, shard, *, logits, crops, features=None, member_logits=None):
+def write_unit(path, view, shard, *, crops, logits=None, encoded=None, features=None,
+               member_logits=None, reference=None):
     """Write the rows of (view, shard) of every array, then mark the unit done.
 
-    logits [rows, C], crops int32 [rows, 5], features [rows, D], member_logits [M, rows, C],
-    where rows are the shard's rows in order. Data goes in before the marker, so a unit
-    interrupted half-way stays not-done and is written again on resume.
+    logits [rows, C] or encoded {name: [rows, width]} (a compact codec's arrays), crops
+    int32 [rows, 5], features [rows, D], member_logits [M, rows, C], where rows are the
+    shard's rows in order; reference float32 [k, C]: the exact logits of the shard's
+    `reference_rows` (view 0). Data goes in before the marker, so a unit interrupted
+    half-way stays not-done and is written again on resume.
     """
     group = open_group(path, mode="r+")
-    lo, hi = shard_bounds(group.attrs.asdict(), shard)
+    attrs = group.attrs.asdict()
+    lo, hi = shard_bounds(attrs, shard)
     with writing(path):
-        group["logits"][view, lo:hi] = logits
+        for name, rows in ({"logits": logits} if encoded is None else encoded).items():
+            group[name][view, lo:hi] = rows
+        if reference is not None:
+            first = shard * attrs["reference_rows_per_shard"]
+            group["reference_logits"][first:first + len(reference)] = reference
         group["crops"][view, lo:hi] = crops
         if features is not None:
             group["features"][view, lo:hi] = features
@@ -162,6 +243,34 @@ def shard_bounds(attrs, shard):
     return lo, min(lo + attrs["shard_rows"], attrs["num_samples"])
 
 
+def reference_rows(attrs, shard=None, per_shard=None):
+    """int64 sample indices of the reference sample (view 0): the first `per_shard` (default
+    `reference_rows_per_shard`) rows of every shard (of `shard` only, if given), spread over
+    the data set (whose samples are often sorted by class) and one chunk read per shard;
+    empty without a sample."""
+    per_shard = int(per_shard or attrs.get("reference_rows_per_shard") or 0)
+    shards = range(int(attrs["num_shards"])) if shard is None else [shard]
+    rows = [np.arange(lo, min(hi, lo + per_shard), dtype=np.int64)
+            for lo, hi in (shard_bounds(attrs, s) for s in shards)]
+    return np.concatenate(rows) if rows else np.zeros(0, np.int64)
+
+
+def value_arrays(attrs):
+    """Names of the arrays holding a store's teacher outputs: `logits`, or a compact
+    codec's arrays (codecs.py, imported only for such a store: it needs torch)."""
+    if attrs.get("codec", "float16") == "float16":
+        return ["logits"]
+    from .codecs import from_attrs
+
+    return list(from_attrs(attrs).arrays(int(attrs["num_classes"])))
+
+
+def set_attributes(path, **values):
+    """Add or replace attributes of the store at `path`."""
+    with writing(path):
+        open_group(path, mode="r+").attrs.update(values)
+
+
 def describe_missing(done):
     """'view v shard s' of the first few false markers, for error messages."""
     missing = np.argwhere(~np.asarray(done, bool))
@@ -173,7 +282,7 @@ def describe_missing(done):
 def existing_attrs(path):
     """Attributes of the pct store at `path`; None when nothing is there; PctError when
     something that is not a pct store is there."""
-    path = Path(path)
+    path = Location(path)
     if not path.exists():
         return None
     try:
@@ -197,7 +306,7 @@ class Store:
     """A validated, read-only store. Arrays are read lazily; a view is read chunk by chunk."""
 
     def __init__(self, path, group):
-        self.path = Path(path)
+        self.path = Location(path)
         self.group = group
         self.attrs = group.attrs.asdict()
         self.kind = self.attrs["kind"]
@@ -226,11 +335,25 @@ class Store:
     def member_logits(self, member, view=0):
         return self._read("member_logits", (member, view))
 
+    def reference(self):
+        """(int64 [K] sample indices, float32 [K, C] exact teacher logits, {array: [K, width]}
+        the same rows as stored) of view 0's reference sample (compact caches; see
+        `reference_rows`)."""
+        rows = reference_rows(self.attrs)
+        stored = {name: self.rows_at(name, 0, rows) for name in value_arrays(self.attrs)}
+        return rows, self._read("reference_logits", ()), stored
+
     def read_rows(self, name, view, lo, hi):
         """Rows [lo, hi) of one view of array `name` ([hi - lo, width]); one call, so zarr
         fetches the chunks concurrently."""
         array = self.group[name]
         return self._checked(lambda: array[view, lo:hi], name)
+
+    def rows_at(self, name, view, rows):
+        """Rows `rows` (int64 [k], increasing) of one view of array `name`: [k, width]."""
+        array = self.group[name]
+        return self._checked(lambda: array.get_orthogonal_selection((view, np.asarray(rows))),
+                             name)
 
     def _read(self, name, prefix):
         if name not in self.group:
@@ -248,7 +371,7 @@ class Store:
 
 def open_store(path, kind=None, require_complete=True):
     """Open and validate a store: a Zarr group of our schema, of `kind`, every unit done."""
-    path = Path(path)
+    path = Location(path)
     if not path.exists():
         raise PctError(f"store not found: {path}")
     try:
@@ -259,7 +382,8 @@ def open_store(path, kind=None, require_complete=True):
     if attrs.get("schema_version") != SCHEMA_VERSION or attrs.get("kind") not in KINDS:
         raise PctError(f"not a pct store: {path} (schema_version={attrs.get('schema_version')!r},"
                        f" kind={attrs.get('kind')!r})")
-    missing = [name for name in ("labels", "logits", "crops", "done") if name not in group]
+    missing = [name for name in ("labels", *value_arrays(attrs), "crops", "done")
+               if name not in group]
     if missing:
         raise PctError(f"store {path} lacks array '{missing[0]}'")
     if kind is not None and attrs["kind"] != kind:

@@ -149,15 +149,15 @@ def test_path_that_is_not_a_store_is_refused(capsys, train_beton, teacher_ckpt, 
 
 def test_held_lock_refuses_a_second_writer(capsys, train_beton, teacher_ckpt, tmp_path):
     out = tmp_path / "c.zarr"
-    fd = acquire_lock(out)  # what a running precompute's rank 0 holds
+    lock = acquire_lock(out)  # what a running precompute's rank 0 holds
     try:
         with pytest.raises(PctError, match="being written by another process"):
             acquire_lock(out)
         args = command(train_beton, out, f"cnn_small={teacher_ckpt}")
         assert_one_line_error(*pct(capsys, *args)[::2], f"{out} is being written by another "
-                              f"process", f".c.zarr.lock")
+                              f"process", ".c.zarr.lock", f"by pid {os.getpid()} on host")
     finally:
-        os.close(fd)
+        lock.release()
     assert pct(capsys, *args)[0] == 0
 
 
@@ -221,11 +221,11 @@ def test_two_torchrun_processes_write_the_same_bytes_as_one(capsys, train_beton,
     teachers = [f"cnn_small={teacher_ckpt}", f"cnn_small={second}"]
     extra = ["--store-features", "--keep-members"]
     two, one = tmp_path / "two.zarr", tmp_path / "one.zarr"
-    fd = acquire_lock(two)
+    lock = acquire_lock(two)
     try:  # every rank must give up when rank 0 cannot get the lock (none may hang)
         locked = torchrun(*command(train_beton, two, *teachers, extra=extra))
     finally:
-        os.close(fd)
+        lock.release()
     assert locked.returncode != 0 and "is being written by another process" in locked.stderr
     result = torchrun(*command(train_beton, two, *teachers, extra=extra))
     assert result.returncode == 0, result.stderr

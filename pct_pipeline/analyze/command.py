@@ -34,8 +34,9 @@ def analyze(**options):
     NFI, PFI, relative NFR, NFR_frac, PFR_frac, type-I/II flips), bootstrap intervals, logit-mean
     ensembles and, for several NEW models, a paired bootstrap of their negative-flip difference.
 
-    OLD and NEW are prediction stores (`pct evaluate`, or precompute-teachers --eval-view) or
-    the original research code's .result files; all must hold the same labels in the same order.
+    OLD and NEW are prediction stores (`pct evaluate`, or precompute-teachers --eval-view), as
+    paths or URLs (s3://…, gs://…), or the original research code's .result files; all must
+    hold the same labels in the same order.
     Argmax ties go to the lowest class index (top-5 ranks ties the same way). A ratio whose
     denominator is 0 is null in the JSON and n/a in the table: NFI when the new model makes no
     error, PFI when it is never right, relative NFR when the old model is never right or the new

@@ -1,7 +1,7 @@
 """`pct analyze`: load prediction stores (or upstream `.result` files), compute, report.
 
-Inputs are §Store directories (a `predictions` store, or a `teacher-cache` made with
-`--eval-view`: one eval view) read as `logits[0]` and `labels`, or the research code's `.result`
+Inputs are §Stores, local directories or URLs (a `predictions` store, or a `teacher-cache` made
+with `--eval-view`: one eval view) read as `logits[0]` and `labels`, or the research code's `.result`
 files (torch-saved dicts with `gt` and `outputs` logits; `pred` is ignored and recomputed from
 `outputs` with our tie rule). The first input is the old model; every input must have the same
 labels in the same order. torch is imported only for a `.result` file.
@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from ..errors import PctError, writing
-from ..store import open_store
+from ..store import Location, open_store
 from . import metrics
 
 TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save: a zip archive, or a legacy pickle
@@ -50,9 +50,10 @@ def run(cfg):
 
 
 def load(path):
-    """Predictions from a store directory or a `.result` file; PctError for anything else."""
-    p = Path(path)
-    if p.is_dir():
+    """Predictions from a store (a directory or a URL) or a local `.result` file; PctError for
+    anything else."""
+    p = Location(path).path
+    if p is None or p.is_dir():
         return _load_store(path)
     if not p.exists():
         raise PctError(f"not found: {path}")

@@ -24,8 +24,10 @@ def parse_teachers(ctx, param, values):
 @click.option("--view-seed", type=int, default=C.view_seed, show_default=True,
               help="Seed of the views: with the view number and the sample index it fixes "
               "every crop and flip.")
-@click.option("--out", required=True, type=click.Path(), help="The store to write, NAME.zarr; "
-              "an unfinished store of the same command is resumed.")
+@click.option("--out", required=True, type=click.Path(), help="The store to write, NAME.zarr: "
+              "a path or a URL (s3://bucket/prefix/NAME.zarr, gs://…; credentials and endpoint "
+              "from the environment, e.g. AWS_*); an unfinished store of the same command is "
+              "resumed.")
 @click.option("--resolution", type=click.IntRange(min=8), default=C.resolution,
               show_default=True, help="Side of the views fed to the teachers, in pixels.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=C.batch_size,
@@ -35,9 +37,16 @@ def parse_teachers(ctx, param, values):
               "divided among the processes of the node].")
 @click.option("--dtype", type=click.Choice(DTYPES), default=C.dtype,
               help="Logits dtype in the store [default: float16, float32 with --eval-view].")
+@click.option("--codec", default=C.codec, show_default=True, metavar="NAME",
+              help="How the (mean) logits are stored: float16 (plain logits, 2C bytes per "
+              "sample and view), int8 (C + 8 B), topk:K (the K most probable classes, 4K + 4 B) "
+              "or sample:K@T (K classes drawn from the softened teacher, 2K + 4 B: kl at T "
+              "only). Compact codecs also record their measured fidelity (README: Compact "
+              "teacher caches).")
 @click.option("--store-features", is_flag=True, help="Also store penultimate features "
               "(the input of the final classifier), needed by --kd-loss-mode cna.")
-@click.option("--keep-members", is_flag=True, help="Also store each ensemble member's logits.")
+@click.option("--keep-members", is_flag=True, help="Also store each ensemble member's logits "
+              "(plain logits in --dtype, whatever --codec).")
 @click.option("--eval-view", is_flag=True, help="One centre-crop view: the model's validation "
               "predictions, written as a `predictions` store that `pct analyze` reads.")
 @click.option("--crop-ratio", type=float, default=C.crop_ratio, show_default=True,
@@ -71,3 +80,11 @@ def precompute_teachers(**options):
                    f"{summary['seconds']:.1f} s ({summary['images_per_s']:.0f} images/s), "
                    f"{summary['bytes'] / 2**20:.2f} MiB on disk "
                    f"({summary['bytes_per_sample_view']:.0f} bytes per sample and view)")
+        recorded = summary.get("fidelity")
+        if recorded:
+            from ..fidelity import table
+
+            click.echo(f"codec {recorded['codec']} against the exact logits of {recorded['rows']} "
+                       f"reference rows (student: {recorded['student']}), stored as attribute "
+                       f"'fidelity':")
+            click.echo("\n".join(table(recorded["settings"])))

@@ -21,6 +21,8 @@ class PrecomputeConfig:
     dtype: None means float32 with `eval_view` (predictions), else float16.
     trust_checkpoint: unpickle the teacher checkpoints fully, which runs any code they hold;
     otherwise they are read as data only (models.load_file).
+    codec: how the mean logits are stored (codecs.parse: float16, int8, topk:K, sample:K@T);
+    float16 is the plain `logits` array in `dtype`. Features and kept members stay float16.
     """
 
     data: str
@@ -45,6 +47,7 @@ class PrecomputeConfig:
     rows_per_chunk: int | None = None
     device: str | None = None
     trust_checkpoint: bool = False
+    codec: str = "float16"
 
     def __post_init__(self):
         if not self.teachers:
@@ -62,6 +65,22 @@ class PrecomputeConfig:
         check_augmentation(self.scale, self.ratio, self.flip)
         if not 0 < self.crop_ratio <= 1:
             raise PctError(f"--crop-ratio must be in (0, 1], got {self.crop_ratio}")
+        self.check_codec()
+
+    def check_codec(self):
+        """A compact codec replaces the float16 logits of a training cache, nothing else."""
+        from ..codecs import parse  # imports torch
+
+        codec = parse(self.codec)
+        object.__setattr__(self, "codec", codec.name)  # the canonical spelling
+        if codec.name == "float16":
+            return
+        if self.eval_view:
+            raise PctError(f"--codec {codec.name} is for training caches: --eval-view writes "
+                           f"predictions, which keep exact float32 logits")
+        if self.dtype != "float16":
+            raise PctError(f"--codec {codec.name} replaces the logits array; --dtype "
+                           f"{self.dtype} applies to plain logits only (use --codec float16)")
 
     @property
     def num_views(self):

@@ -1,53 +1,41 @@
 """The store a precompute run writes: its lock, its attributes, and the check that an
-existing store was made by the same command (so a rerun resumes it, never mixes two runs)."""
-import fcntl
-import os
-import shutil
+existing store was made by the same command (so a rerun resumes it, never mixes two runs).
+`out` is a store location (a path or a URL, see location.py)."""
 from pathlib import Path
 
-from .. import __version__, models, store, views
-from ..errors import PctError, writing
+from .. import __version__, codecs, models, store, views
+from ..errors import PctError
 
 # Settings that make two stores different artifacts; the batch size, worker count and process
 # count are absent because they change no byte of the output.
 IDENTITY = ("kind", "dataset", "teachers", "views", "view_seed", "resolution", "scale", "ratio",
             "flip", "eval_view", "crop_ratio", "split", "dtype", "store_features", "keep_members",
-            "chunks_per_shard", "rows_per_chunk")
+            "chunks_per_shard", "rows_per_chunk", "codec")
+REFERENCE_ROWS = 1000  # exact rows a compact cache keeps to measure its codec's fidelity
 
 
 def acquire_lock(out):
-    """An exclusive flock on `.NAME.lock` beside the store; refuses a second writer."""
-    if not out.parent.is_dir():
-        raise PctError(f"output folder does not exist: {out.parent}")
-    path = lock_path(out)
-    with writing(out):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise PctError(f"{out} is being written by another process (lock {path} is held)") from None
-    return fd
-
-
-def lock_path(out):
-    return out.parent / f".{out.name}.lock"
+    """The store's one-writer lock (`.NAME.lock` beside it: an flock on a local file, a lock
+    object in object storage), held until its `release()`; refuses a second writer."""
+    return store.Location(out).lock()
 
 
 def prepare_store(cfg, info, teachers, out):
     """Create the store, or check that an existing one was made by this same command."""
     wanted = store_attributes(cfg, info, teachers)
-    if cfg.overwrite and out.is_dir() and not out.is_symlink():
-        shutil.rmtree(out)
-    elif cfg.overwrite and (out.exists() or out.is_symlink()):
-        out.unlink()
+    if cfg.overwrite:
+        store.Location(out).remove()
     if check_existing(out, wanted):
         return
     feature_dim = models.feature_dim(teachers[0].model) if cfg.store_features else None
+    codec = codecs.parse(cfg.codec)
+    compact = codec.name != "float16"
     store.create_store(out, kind=cfg.kind, labels=info.labels, num_classes=info.num_classes,
                        views=cfg.num_views, attributes=wanted, dtype=cfg.dtype,
                        feature_dim=feature_dim, members=len(teachers) if cfg.keep_members else None,
-                       chunks_per_shard=cfg.chunks_per_shard, rows_per_chunk=cfg.rows_per_chunk)
+                       chunks_per_shard=cfg.chunks_per_shard, rows_per_chunk=cfg.rows_per_chunk,
+                       encoded=codec.arrays(info.num_classes) if compact else None,
+                       reference_rows=REFERENCE_ROWS if compact else None)
 
 
 def check_existing(out, wanted):
@@ -70,7 +58,7 @@ def store_attributes(cfg, info, teachers):
         "teachers": [{"arch": t.arch, "sha256": models.sha256_file(t.path),
                       "path": str(Path(t.path).resolve())} for t in teachers],
         "ensemble": "mean-logits", "dataset": dict(info.fingerprint, classes=info.classes),
-        "pct_version": __version__, "config": cfg.as_dict(),
+        "pct_version": __version__, "config": cfg.as_dict(), **codecs.parse(cfg.codec).attrs(),
     }
 
 
@@ -81,6 +69,7 @@ def identity(attrs):
     values["teachers"] = [f"{t.get('arch')}:{t.get('sha256')}" for t in attrs.get("teachers", [])]
     if values["flip"] is None:  # stores made before the flip was an option flipped at 0.5
         values["flip"] = views.DEFAULT_FLIP
+    values["codec"] = codecs.from_attrs(attrs).name  # stores made before codecs: float16
     dataset = values.pop("dataset") or {}
     # The path is informative only: a moved data set is the same data set.
     pairs = [(f"dataset {key}", dataset.get(key)) for key in ("size", "num_samples",

@@ -8,20 +8,17 @@ then written and marked done; a rerun of the same command computes only the unit
 Rank 0 holds an exclusive lock beside the store for the whole run, and reports the progress
 of every rank (see `all_ranks_progress`).
 """
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import distributed, models, store, views
+from .. import codecs, distributed, fidelity, models, store, views
 from ..dataset import BetonInfo, ViewLoader
 from ..errors import PctError
 from ..progress import Progress
-from .prepare import (acquire_lock, check_existing, lock_path, prepare_store,
-                      store_attributes)
+from .prepare import acquire_lock, check_existing, prepare_store, store_attributes
 
 
 @dataclass
@@ -38,14 +35,16 @@ class Teacher:
 
 @dataclass(frozen=True)
 class Job:
-    """What the compute loop needs: config, store path and attributes, teachers, image sizes."""
+    """What the compute loop needs: config, store path and attributes, teachers, image sizes,
+    and the codec of the logits."""
     cfg: object
-    out: Path
+    out: store.Location
     attrs: dict
     teachers: tuple
     heights: np.ndarray
     widths: np.ndarray
     device: torch.device
+    codec: object
 
 
 def run(cfg):
@@ -61,7 +60,7 @@ def run(cfg):
 def _run(cfg, dist, start):
     info = BetonInfo(cfg.data)
     teachers = load_teachers(cfg, info.num_classes, dist.device)
-    out = Path(cfg.out)
+    out = store.Location(cfg.out)
     lock, problem = (None, None)
     if dist.is_main:
         lock, problem = _lock_and_prepare(cfg, info, teachers, out)
@@ -70,14 +69,18 @@ def _run(cfg, dist, start):
         raise PctError(problem)
     try:
         job = Job(cfg, out, store.existing_attrs(out), tuple(teachers), info.heights,
-                  info.widths, dist.device)
+                  info.widths, dist.device, codecs.parse(cfg.codec))
         computed = compute_rank(job, dist.rank, dist.world)
         total = distributed.all_sum([computed], dist.device)[0]
         distributed.barrier()
-        return summary(job, total, time.perf_counter() - start) if dist.is_main else None
+        if not dist.is_main:
+            return None
+        result = summary(job, total, time.perf_counter() - start)
+        result["fidelity"] = record_fidelity(job)
+        return result
     finally:
         if lock is not None:
-            os.close(lock)
+            lock.release()
 
 
 def load_teachers(cfg, num_classes, device):
@@ -97,7 +100,7 @@ def load_teachers(cfg, num_classes, device):
 
 
 def _lock_and_prepare(cfg, info, teachers, out):
-    """(lock fd or None, error message or None): the lock is held until the run ends."""
+    """(lock or None, error message or None): the lock is held until the run ends."""
     lock = None
     try:
         if not cfg.overwrite:
@@ -107,7 +110,7 @@ def _lock_and_prepare(cfg, info, teachers, out):
         return lock, None
     except PctError as exc:
         if lock is not None:
-            os.close(lock)
+            lock.release()
         return None, str(exc)
 
 
@@ -119,7 +122,7 @@ def precheck(cfg, info, teachers, out):
     try:
         check_existing(out, store_attributes(cfg, info, teachers))
     except PctError:
-        if not lock_path(out).exists():
+        if not store.Location(out).lock_exists():
             raise
 
 
@@ -284,9 +287,16 @@ class ShardBuffer:
         return bool(self.filled.all())
 
     def write(self, job, view):
-        """Mean over members in float32, cast to the store dtype, write the unit, mark it done."""
+        """Mean over members in float32, cast to the store dtype or encoded by the codec
+        (with view 0's reference rows kept exact), write the unit, mark it done."""
         cfg = job.cfg
-        logits = cast(self.members.mean(0), cfg.dtype, self.lo, view)
+        mean = self.members.mean(0)
+        values = {"logits": cast(mean, cfg.dtype, self.lo, view)}
+        if job.codec.name != "float16":
+            rows = np.arange(self.lo, self.hi)
+            values = {"encoded": job.codec.encode(mean, rows, view)}
+            if view == 0:
+                values["reference"] = mean[:len(store.reference_rows(job.attrs, self.shard))]
         members = cast(self.members, cfg.dtype, self.lo, view) if cfg.keep_members else None
         features = None
         if cfg.store_features:
@@ -294,8 +304,8 @@ class ShardBuffer:
         crops = views.crop_boxes(cfg.view_seed, view, job.heights, job.widths, cfg.scale,
                                  cfg.ratio, cfg.eval_view, cfg.crop_ratio,
                                  indices=np.arange(self.lo, self.hi), flip=cfg.flip)
-        store.write_unit(job.out, view, self.shard, logits=logits, crops=crops,
-                         features=features, member_logits=members)
+        store.write_unit(job.out, view, self.shard, crops=crops, features=features,
+                         member_logits=members, **values)
 
 
 def cast(values, dtype, lo, view):
@@ -310,10 +320,23 @@ def cast(values, dtype, lo, view):
     return out
 
 
+def record_fidelity(job):
+    """A compact cache's `fidelity` attribute (fidelity.record on its reference rows, against
+    their exact logits), computed and stored once the store is complete; None for float16."""
+    if job.codec.name == "float16":
+        return None
+    cache = store.open_store(job.out)
+    if "fidelity" not in cache.attrs:
+        rows, exact, encoded = cache.reference()
+        store.set_attributes(job.out, fidelity=fidelity.record(
+            job.codec, exact, cache.labels[rows], encoded=encoded))
+    return store.open_store(job.out).attrs["fidelity"]
+
+
 def summary(job, images, seconds):
     """Counts, bytes on disk and rate of this run (images computed now, not resumed ones)."""
     views_n, n = int(job.attrs["views"]), int(job.attrs["num_samples"])
-    size = sum(p.stat().st_size for p in job.out.rglob("*") if p.is_file())
+    size = store.Location(job.out).size()
     return {"out": str(job.out), "samples": n, "views": views_n, "computed_images": int(images),
             "bytes": size, "bytes_per_sample_view": size / max(1, n * views_n),
             "seconds": seconds, "images_per_s": images / seconds if seconds > 0 else 0.0}

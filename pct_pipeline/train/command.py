@@ -56,8 +56,8 @@ def parse_kwargs(values):
 @opt("--pretrained", is_flag=True, help="Start from torchvision's published weights (read from "
      "the torch hub cache, never downloaded); another class count gets a new classifier.")
 @opt("--teacher-cache", type=click.Path(), default=None,
-     help="Teacher cache from precompute-teachers: distillation targets joined by sample "
-     "index; epoch e uses its view e mod V, and its views' definition (resolution, view seed, "
+     help="Teacher cache from precompute-teachers (a path or a URL: s3://…, gs://…): "
+     "distillation targets joined by sample index; epoch e uses its view e mod V, and its views' definition (resolution, view seed, "
      "scale, ratio, flip).")
 @opt("--online-teacher", multiple=True, metavar="ARCH=CKPT",
      help="Run this teacher in the step instead of a cache (repeatable: an ensemble, mean of "

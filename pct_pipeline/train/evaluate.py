@@ -14,9 +14,7 @@ samples are exactly the ones the negative flip rate counts.
 `evaluate_checkpoint` is `pct evaluate`: the same predictions store for any checkpoint.
 """
 import json
-import shutil
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -179,7 +177,7 @@ def evaluate_checkpoint(cfg):
                                        cfg.rows_per_chunk)
         except PctError:  # a full disk, say: leave no half-made store under --out
             if d.is_main:
-                shutil.rmtree(cfg.out, ignore_errors=True)
+                remove_output(cfg.out, ignore_errors=True)
             raise
         return {**result, "config": asdict(cfg)}
     finally:
@@ -196,16 +194,19 @@ def _checkpoint_arch(cfg):
     return arch, ckpt.get("config")
 
 
-def remove_output(out):
-    """Remove what --overwrite replaces: a store (a folder), a file or a link."""
-    if Path(out).is_dir() and not Path(out).is_symlink():
-        shutil.rmtree(out)
-    elif Path(out).exists() or Path(out).is_symlink():
-        Path(out).unlink()
+def remove_output(out, ignore_errors=False):
+    """Remove what --overwrite replaces: a store (a folder, or objects under a URL), a file or
+    a link. `ignore_errors`: remove what can be removed, quietly (cleaning up after an
+    error, whose message is the one to show)."""
+    try:
+        store.Location(out).remove(ignore_errors)
+    except PctError:
+        if not ignore_errors:
+            raise
 
 
 def check_new_output(out, overwrite):
     """Refuse to replace whatever is at `out` (a store of earlier results, someone's folder)
     unless asked to."""
-    if (Path(out).exists() or Path(out).is_symlink()) and not overwrite:
+    if not overwrite and store.Location(out).exists():
         raise PctError(f"{out} exists (use --overwrite to replace it)")

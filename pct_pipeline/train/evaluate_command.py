@@ -56,8 +56,8 @@ def _positive(value):
 @click.option("--data", required=True, type=click.Path(),
               help="Validation .beton (from `pct write-dataset`).")
 @click.option("--out", required=True, type=click.Path(),
-              help="Predictions store to write, NAME.zarr; refused if it exists, unless "
-              "--overwrite.")
+              help="Predictions store to write, NAME.zarr: a path or a URL (s3://…, gs://…); "
+              "refused if it exists, unless --overwrite.")
 @click.option("--resolution", type=click.IntRange(min=8), default=EvaluateConfig.resolution,
               help="Side of the centre crop fed to the model, in pixels [default: the "
               "checkpoint's validation resolution from `pct train`, else 224].")

@@ -11,6 +11,11 @@ l-th of L contiguous, chunk-aligned parts of the view into a node-shared array
 (`SharedView`, a file in /dev/shm named by run and node); once all parts are in, every process
 copies its own rows out of it, and the shared array is freed.
 
+A compact cache (codecs.py) is gathered the same way, array by array of its encoded form (C·s
+below becomes the codec's bytes per row), then decoded in the same background thread: to dense
+float32 logits [n, C] for int8 and topk (so the buffer held is N·C·4 / W per process), or kept
+sparse for `sample`, whose rows the loss reads as `losses.SampledTargets`.
+
 Per epoch, with N samples, C classes, itemsize s (2 for float16), W processes in all and L per
 node (features add the same with D for C):
     read from the store:  N·C·s per node (N·C·s / L per process), whatever W is;
@@ -26,7 +31,10 @@ import threading
 import numpy as np
 import torch
 
+from .. import codecs
 from ..errors import PctError
+from ..store import value_arrays
+from .losses import SampledTargets
 from .shared_view import SharedView
 
 
@@ -35,6 +43,7 @@ class EpochTargets:
 
     order: int64 [n] sample indices in the order the loader yields them; node: the
     `distributed.Dist` of this process (node-local sharing), epoch: names the shared array.
+    The store's codec (its `codec` attributes) says which arrays hold the logits.
     """
 
     def __init__(self, store, view, order, batch_size, node, epoch, with_features=False,
@@ -42,7 +51,9 @@ class EpochTargets:
         self.store, self.view, self.order = store, int(view), np.asarray(order, np.int64)
         self.batch_size, self.pin_memory = int(batch_size), pin_memory
         self.node, self.epoch = node, int(epoch)
-        self.names = ["logits"] + (["features"] if with_features else [])
+        self.codec = codecs.from_attrs(store.attrs)
+        self.encoded = value_arrays(store.attrs)  # ["logits"] for a plain cache
+        self.features = ["features"] if with_features else []
         self.buffers = {}
         self.error = None
         self.thread = threading.Thread(target=self._fill, daemon=True)
@@ -50,10 +61,18 @@ class EpochTargets:
 
     def _fill(self):
         try:
-            for name in self.names:
+            for name in self.encoded + self.features:
                 self.buffers[name] = self._gather(name)
+            if self.encoded != ["logits"] and self.codec.dense:
+                self._decode()
         except (PctError, ValueError, OSError, TimeoutError) as exc:
             self.error = exc
+
+    def _decode(self):
+        """Replace the encoded buffers by dense float32 logits [n, C] (pinned if asked)."""
+        encoded = {name: self.buffers.pop(name).numpy() for name in self.encoded}
+        logits = torch.from_numpy(self.codec.decode(encoded, self.store.num_classes))
+        self.buffers["logits"] = logits.pin_memory() if self.pin_memory else logits
 
     def _empty(self, name):
         array = self.store.group[name]
@@ -91,9 +110,10 @@ class EpochTargets:
                 out[by_row[a:b]] = self._read(name, lo, hi)[rows_sorted[a:b] - lo]
 
     def _read(self, name, lo, hi):
-        """Rows [lo, hi) of the view; PctError naming the first sample with NaN/inf logits."""
+        """Rows [lo, hi) of the view; PctError naming the first sample with NaN/inf logits
+        (or NaN/inf in a float array of a compact codec)."""
         block = self.store.read_rows(name, self.view, lo, hi)
-        if name == "logits":
+        if name in self.encoded and np.issubdtype(block.dtype, np.floating):
             bad = ~np.isfinite(block).all(axis=1)
             if bad.any():
                 raise PctError(f"teacher cache {self.store.path} has NaN/inf logits at sample "
@@ -108,7 +128,8 @@ class EpochTargets:
 
     def batch(self, step, indices, device):
         """(logits [B, C] float32, features [B, D] float32 or None) of batch `step`: the rows
-        [step·B, step·B + len(indices)) of the buffers, in the loader's order.
+        [step·B, step·B + len(indices)) of the buffers, in the loader's order. A sampled
+        cache gives `losses.SampledTargets` of those rows in place of the logits.
 
         indices: int64 [B] on the CPU, the batch's sample indices. Its first and last entries
         are checked against the order (O(1); a shifted or reordered epoch fails there).
@@ -118,9 +139,12 @@ class EpochTargets:
                 or int(indices[-1]) != self.order[lo + size - 1]:
             raise RuntimeError(f"join out of step at batch {step}: the loader yielded other "
                                f"samples than the prefetched order")
-        out = [self.buffers[n][lo:lo + size].to(device, non_blocking=True).float()
-               for n in self.names]
-        return out[0], (out[1] if len(out) > 1 else None)
+        rows = {name: buffer[lo:lo + size].to(device, non_blocking=True)
+                for name, buffer in self.buffers.items()}
+        features = rows["features"].float() if self.features else None
+        if "logits" in rows:
+            return rows["logits"].float(), features
+        return SampledTargets(self.codec, {name: rows[name] for name in self.encoded}), features
 
 
 def part_bounds(store, part, parts):

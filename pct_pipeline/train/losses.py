@@ -10,7 +10,9 @@ with a = kd_alpha (0 without a distillation mode), lambda = kd_loss_weight,
 b = bct_loss_weight. The research code this replaces multiplied mean(w) by mean(d), which
 removes the per-sample focus; here the product is taken per sample.
 
-Teacher ("old") inputs never receive gradients: every function detaches them.
+Teacher ("old") inputs never receive gradients: every function detaches them. A teacher cache
+stored with the sampled codec gives `SampledTargets` in place of teacher logits: they serve
+the kl distance at the codec's temperature only (train refuses other settings at start).
 """
 from dataclasses import dataclass
 
@@ -21,6 +23,20 @@ from ..errors import PctError
 
 MODES = ("kl", "l2", "li", "cna")
 FILTERS = ("all_pass", "old_correct", "neg_flip", "new_incorrect")
+
+
+@dataclass(frozen=True)
+class SampledTargets:
+    """Teacher targets of a `sample:K@T` cache for a batch: codec (codecs.Sample) and its
+    encoded rows {'indices': int16 [B, K], 'neg_entropy': float32 [B, 1]} (torch tensors).
+    Not logits: they give the kl distance at the codec's temperature, nothing else."""
+
+    codec: object
+    encoded: dict
+
+    def kl(self, new_logits, temperature):
+        """Unbiased estimate of kl_distill(new_logits, teacher, T): float32 [N]."""
+        return self.codec.kl_loss(new_logits, self.encoded, temperature)
 
 
 def _choice(value, allowed, what):
@@ -148,6 +164,9 @@ def focal_weights(new_logits, old_logits, labels, filter="all_pass", alpha=0.0, 
     else:
         if old_logits is None:
             raise PctError(f"kd filter {filter} needs teacher logits")
+        if isinstance(old_logits, SampledTargets):
+            raise PctError(f"kd filter {filter} needs the teacher's argmax, which sampled "
+                           f"targets ({old_logits.codec.name}) do not give")
         old_correct = _logit_pair(new_logits, old_logits)[1].argmax(dim=1) == labels
         cond = old_correct if filter == "old_correct" else old_correct & new_wrong
     return alpha + beta * cond.float()
@@ -232,6 +251,11 @@ def _distances(cfg, new_logits, labels, old_logits, new_features, old_features, 
         return cna(new_features, old_features, cfg.cna_temperature, anchors)
     if old_logits is None:
         raise PctError(f"kd loss mode {cfg.mode} needs teacher logits")
+    if isinstance(old_logits, SampledTargets):
+        if cfg.mode != "kl":
+            raise PctError(f"kd loss mode {cfg.mode} needs teacher logits; sampled targets "
+                           f"({old_logits.codec.name}) serve kl only")
+        return old_logits.kl(new_logits, cfg.kd_temperature)
     if cfg.mode == "kl":
         return kl_distill(new_logits, old_logits, cfg.kd_temperature)
     if cfg.mode == "l2":
@@ -245,7 +269,7 @@ def pct_loss(cfg, new_logits, labels, old_logits=None, new_features=None, old_fe
     """total = (1 - a) * (CE + b * BCT) + a * lambda * FD, FD = mean_i w_i * d_i (SPEC §Train).
 
     new_logits: [N, C] student logits; labels: int64 [N]; old_logits: [N, C] teacher logits
-    (any float dtype) or None; new_features / old_features: [N, D] / [N, D'] penultimate
+    (any float dtype), `SampledTargets` (kl only) or None; new_features / old_features: [N, D] / [N, D'] penultimate
     features, or the all-gathered [M, D] / [M, D'] under DDP with cna_anchors naming this
     rank's N rows (then BCT uses new_features[cna_anchors]); bct_head: (weight [C_old, D],
     bias [C_old] or None) of the frozen old classifier, needed when cfg.bct_loss_weight > 0.

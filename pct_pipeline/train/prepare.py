@@ -1,6 +1,7 @@
 """Setting up a `pct train` run: option checks, the training views' definition, the teachers
 (cache or online), the validation loader, and the cross-process checks of DDP."""
 import hashlib
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch.distributed as dist
 from .. import views
 from ..errors import PctError
 from .evaluate import make_loader, own_rows
-from .teachers import CachedTeachers, OnlineTeachers
+from .teachers import CachedTeachers, OnlineTeachers, check_codec, fidelity_warning
 
 
 def make_val_loader(cfg, val_info, num_classes, d):
@@ -22,6 +23,10 @@ def make_val_loader(cfg, val_info, num_classes, d):
 
 def make_teachers(cfg, cache, loader, num_classes, d, with_features):
     if cache is not None:
+        check_codec(cache, cfg.loss)
+        warning = fidelity_warning(cache, cfg.loss) if d.is_main else None
+        if warning:
+            print(f"pct: warning: {warning}", file=sys.stderr, flush=True)
         return CachedTeachers(cache, loader, with_features, d)
     if cfg.online_teachers:
         return OnlineTeachers(cfg.online_teachers, num_classes, d.device,

@@ -6,10 +6,12 @@ changes nothing and to measure what it saves.
 """
 import torch
 
-from .. import models
+from .. import codecs, fidelity, models
 from ..errors import PctError
 from ..store import open_store
 from .join import EpochTargets
+
+MIN_COSINE = 0.99  # below it, train warns that a compact cache's targets are off
 
 
 def open_cache(path, beton, num_classes, need_features):
@@ -30,6 +32,57 @@ def open_cache(path, beton, num_classes, need_features):
         raise PctError(f"--kd-loss-mode cna needs teacher features, but {path} has none "
                        f"(make it with precompute-teachers --store-features)")
     return cache
+
+
+def check_codec(cache, loss):
+    """Refuse, before training, loss settings that the cache's codec cannot serve.
+
+    int8 serves every mode from its decoded logits; topk serves kl (any T) and the focal
+    filters (its kept classes include the argmax) but not l2 / li, which need every class's
+    logit; sample serves kl at its own temperature only, and no filter that needs the
+    teacher's argmax. cna reads features, which every codec stores in float16.
+    """
+    codec = codecs.from_attrs(cache.attrs)
+    if loss.mode is None or (codec.dense and not isinstance(codec, codecs.TopK)):
+        return
+    where = f"teacher cache {cache.path} stores {codec.name}"
+    if isinstance(codec, codecs.TopK) and loss.mode in ("l2", "li"):
+        raise PctError(f"{where} (the top {codec.k} classes and a uniform rest): --kd-loss-mode "
+                       f"{loss.mode} needs every class's logit; use kl, or an int8 or float16 cache")
+    if codec.dense:
+        return
+    if loss.mode != "cna":
+        codec.require(loss.mode, loss.kd_temperature)
+    if loss.kd_filter in ("old_correct", "neg_flip"):
+        raise PctError(f"{where} (sampled classes): --kd-filter {loss.kd_filter} needs the "
+                       f"teacher's argmax; use all_pass or new_incorrect, or a dense cache")
+
+
+def fidelity_warning(cache, loss):
+    """A one-line warning when the cache's codec serves `loss` with a median per-sample
+    gradient cosine below MIN_COSINE, or None. The figure is the cache's recorded `fidelity`
+    for the setting, else measured now on its reference rows (the same stand-in student)."""
+    codec = codecs.from_attrs(cache.attrs)
+    if loss.mode not in ("kl", "l2", "li") or codec.name == "float16":
+        return None
+    recorded = cache.attrs.get("fidelity") or {}
+    key = fidelity.setting_key(loss.mode, loss.kd_temperature)
+    entry = (recorded.get("settings") or {}).get(key)
+    if loss.mode == "li" and recorded.get("li") != {"p": loss.li_p, "margin": loss.li_margin}:
+        entry = None
+    if entry is None:
+        if "reference_logits" not in cache.group:
+            return None
+        rows, exact, stored = cache.reference()
+        entry = fidelity.against_stand_in(codec, stored, exact, cache.labels[rows], loss.mode,
+                                          loss.kd_temperature, loss.li_p, loss.li_margin)
+    cosine = entry["gradient"]["cosine"]["median"]
+    if cosine is None or cosine >= MIN_COSINE:
+        return None
+    at = f" at T={loss.kd_temperature:g}" if loss.mode == "kl" else ""
+    return (f"teacher cache {cache.path} ({codec.name}) gives {loss.mode}{at} gradients with a "
+            f"median cosine of {cosine:.3f} to the exact ones over {entry['rows']} reference "
+            f"rows (< {MIN_COSINE}); `pct cache-fidelity {cache.path}` has the details")
 
 
 class CachedTeachers:
