@@ -5,13 +5,13 @@ each method's pooled estimate (mean over seeds) and its 95% bootstrap intervals.
 paired differences against plain CE of the same seed, with the pooled (mean per seed) estimate
 and its interval, and the region the demo aims for (>= 30% fewer flips, <= 1 point of top-1).
 """
-import os
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+
+from pct_pipeline.files import atomic_file  # noqa: E402
 
 COLOURS = {"ce": "tab:grey", "fd": "tab:blue", "ldi": "tab:orange"}
 NAMES = {"ce": "plain CE", "fd": "cached focal distillation (FD)", "ldi": "cached LDI"}
@@ -24,11 +24,11 @@ def plot(summary, out):
     _runs(left, summary)
     _differences(right, summary)
     fig.tight_layout()
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_file(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def _legend_below(ax, seeds):

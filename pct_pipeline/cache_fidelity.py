@@ -7,13 +7,13 @@ reference rows (from which precompute-teachers recorded its `fidelity` attribute
 is a checkpoint run on the same views (--student), or the exact logits + N(0, 1) noise.
 """
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from .errors import PctError, writing
+from .errors import PctError
+from .files import write_text_atomic
 from .options import Choice, parse_arch_path
 
 # What makes two caches hold the same views of the same teacher (precompute.prepare.identity).
@@ -193,7 +193,4 @@ def write_json(path, report):
     path = Path(path)
     if not path.resolve().parent.is_dir():
         raise PctError(f"output folder does not exist: {path.parent}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    with writing(path):
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(report, indent=1) + "\n")

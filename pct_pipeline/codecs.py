@@ -25,7 +25,7 @@ import re
 import numpy as np
 import torch.nn.functional as F
 
-from .errors import PctError
+from .errors import PctError, first_nonfinite_row
 
 BLOCK_ROWS = 4096  # bounds the float64 temporaries of a block to a few tens of MiB at C = 1,000
 MAX_INT16_CLASSES = 32768
@@ -43,9 +43,9 @@ def _log_softmax(x):
 def _finite_rows(block, row_ids):
     """The block as float32 [n, C]; PctError naming the first row with NaN/inf."""
     block = np.asarray(block, np.float32)
-    finite = np.isfinite(block).all(axis=1)
-    if not finite.all():
-        raise PctError(f"teacher logits have NaN/inf in row {row_ids[np.flatnonzero(~finite)[0]]}")
+    bad = first_nonfinite_row(block)
+    if bad is not None:
+        raise PctError(f"teacher logits have NaN/inf in row {row_ids[bad]}")
     return block
 
 
@@ -148,9 +148,10 @@ class Int8(_Codec):
     def _encode(self, block, row_ids, view):
         lo = block.min(axis=1, keepdims=True)
         step = (block.max(axis=1, keepdims=True) - lo) / np.float32(self.LEVELS - 1)
-        if not np.isfinite(step).all():
-            raise PctError(f"teacher logits of row {row_ids[np.flatnonzero(~np.isfinite(step))[0]]}"
-                           f" span more than the float32 range")
+        bad = first_nonfinite_row(step)
+        if bad is not None:
+            raise PctError(f"teacher logits of row {row_ids[bad]} span more than the float32 "
+                           f"range")
         codes = np.rint((block - lo) / np.where(step > 0, step, np.float32(1)))
         return {"codes": codes.clip(0, self.LEVELS - 1).astype(np.uint8), "offset": lo,
                 "step": step}

@@ -1,4 +1,5 @@
-"""The one exception type for user mistakes: the CLI prints its message on one line and exits 2."""
+"""The one exception type for user mistakes (the CLI prints its message on one line and exits
+2), the translation of write errors into it, and the NaN/inf row finder its messages use."""
 import errno
 import os
 from contextlib import contextmanager
@@ -31,3 +32,17 @@ def writing(path):
         if error is None:
             raise
         raise error from None
+
+
+def first_nonfinite_row(values):
+    """Index of the first row (along dim 0) of `values` (a numpy array or a torch tensor, any
+    number of dims) holding a NaN or an inf; None when every value is finite. Callers name
+    the row's sample in their PctError."""
+    flat = values.reshape(len(values), -1)
+    if hasattr(flat, "isfinite"):  # a torch tensor, on any device
+        bad = ~flat.isfinite().all(dim=1)
+        return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
+    import numpy as np
+
+    bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
+    return int(bad[0]) if bad.size else None

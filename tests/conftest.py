@@ -70,6 +70,33 @@ def teacher_ckpt(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def wide_ckpt(tmp_path_factory):
+    """A randomly initialised cnn_wide (10 classes), saved as `pct train` saves models."""
+    from pct_pipeline.models import build_model, save_atomic
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("wide") / "wide.pt"
+    save_atomic({"model": build_model("cnn_wide", 10).state_dict(), "arch": "cnn_wide"}, path)
+    return path
+
+
+def pct(capsys, *args):
+    """(exit status, stdout, stderr) of the `pct` entry point run in this process; stdout and
+    stderr are None without `capsys` (pytest's fixture)."""
+    from pct_pipeline.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    if capsys is None:
+        return code, None, None
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def run_pct(*args, env=None, timeout=600):
     """Run the real `pct` console script; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "pct_pipeline", *map(str, args)], capture_output=True,

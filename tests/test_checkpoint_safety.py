@@ -186,7 +186,7 @@ def test_trust_checkpoint_loads_a_whole_model_pickle(w):
     whole = w["tmp"] / "whole.pt"
     torch.save(model, whole)
     refused = run_pct(*COMMANDS["precompute-teachers --teacher"](w, whole))
-    assert_refused(refused, whole, "pct_pipeline.models.SmallCNN", w["tmp"] / "none")
+    assert_refused(refused, whole, "pct_pipeline.models.architectures.SmallCNN", w["tmp"] / "none")
     assert not (w["tmp"] / "cache.zarr").exists()
     result = run_pct(*COMMANDS["precompute-teachers --teacher"](w, whole), "--trust-checkpoint")
     assert result.returncode == 0, result.stderr

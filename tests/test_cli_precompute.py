@@ -13,25 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import free_port, run_pct
+from conftest import free_port, pct, run_pct
 from pct_pipeline import models, store
-from pct_pipeline.cli import main
 from pct_pipeline.errors import PctError
 from pct_pipeline.precompute.prepare import acquire_lock
 from test_precompute import assert_same_store
 
 LAYOUT = ["--rows-per-chunk", "16", "--chunks-per-shard", "2"]  # 4 shards of the 120 images
-
-
-def pct(capsys, *args):
-    """(exit status, stdout, stderr) of the `pct` entry point run in this process."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def command(data, out, *teachers, views=2, extra=()):

@@ -66,16 +66,6 @@ def precompute_args(data, teacher, out, *extra):
             "--rows-per-chunk", 16, "--chunks-per-shard", 2, *extra]
 
 
-@pytest.fixture(scope="module")
-def wide_ckpt(tmp_path_factory):
-    from pct_pipeline.models import build_model, save_atomic
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("wide") / "wide.pt"
-    save_atomic({"model": build_model("cnn_wide", 10).state_dict(), "arch": "cnn_wide"}, path)
-    return path
-
-
 def units_done(out):
     try:
         return int(store.done_markers(out).sum())

@@ -27,8 +27,8 @@ def reference_u8(jpeg, height, width, box):
 def test_normalize_table_equals_formula_on_every_level():
     levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 256, 1).expand(1, 3, 256, 1)
     expected = formula(levels)[0, :, :, 0].T.numpy()  # [256, 3]
-    assert dataset._normalize_table().dtype == np.float32
-    assert np.array_equal(dataset._normalize_table(), expected)
+    assert dataset.reader._normalize_table().dtype == np.float32
+    assert np.array_equal(dataset.reader._normalize_table(), expected)
 
 
 def test_loader_images_equal_formula_on_the_same_pixels(train_beton):

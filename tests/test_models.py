@@ -21,7 +21,7 @@ from pct_pipeline import models, store
 from pct_pipeline.cli import main
 from pct_pipeline.errors import PctError
 from pct_pipeline.models_command import describe, models as models_command
-from pct_pipeline.resnet_variants import AuxOutputs
+from pct_pipeline.models.resnet_variants import AuxOutputs
 
 # The five with >= ~200M parameters: 3.5-8 GB for weights, gradients and momentum, and 3-25 s
 # each on one core (all of the others together take ~100 s).

@@ -124,11 +124,9 @@ def test_ensemble_mean_members_and_features(train_beton, teacher_ckpt, second_ck
     assert np.abs(cache.member_logits(0, 0).astype(np.float32) - cache.member_logits(1, 0)).max() > 1e-2
 
 
-def arrays(path):
-    """{name: numpy array} of every array in a store, complete or not."""
-    import zarr
-
-    group = zarr.open_group(str(path), mode="r")
+def arrays(location):
+    """{name: numpy array} of every array in a store (a path or a URL), complete or not."""
+    group = store.open_group(location)
     return {name: group[name][...] for name in sorted(group.array_keys())}
 
 

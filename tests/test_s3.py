@@ -18,12 +18,12 @@ import pytest
 import torch
 from moto.server import ThreadedMotoServer
 
-from conftest import free_port, run_pct
+from conftest import free_port, pct, run_pct
 from pct_pipeline import store
-from pct_pipeline.cli import main
 from pct_pipeline.errors import PctError
 from pct_pipeline.models import build_model, save_atomic
 from pct_pipeline.precompute.prepare import acquire_lock
+from test_precompute import assert_same_store
 
 BUCKET = "pct-test"
 LAYOUT = ["--rows-per-chunk", "16", "--chunks-per-shard", "2"]  # 4 shards of the 120 images
@@ -57,27 +57,6 @@ def s3(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def wide_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("wide") / "wide.pt"
-    save_atomic({"model": build_model("cnn_wide", 10).state_dict(), "arch": "cnn_wide"}, path)
-    return path
-
-
-def pct(capsys, *args):
-    """(exit status, stdout, stderr) of the `pct` entry point run in this process."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    if capsys is None:
-        return code, None, None
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def one_line_error(code, err, *parts):
     assert code == 2, err
     lines = err.strip().splitlines()
@@ -97,23 +76,6 @@ def bucket():
     fs = fsspec.filesystem("s3")
     fs.invalidate_cache()
     return fs
-
-
-def arrays(location):
-    group = store.open_group(location)
-    return {name: group[name][...] for name in sorted(group.array_keys())}
-
-
-def assert_same_store(a, b):
-    """Every array byte-identical; attributes equal but for the output location."""
-    arrays_a, arrays_b = arrays(a), arrays(b)
-    assert sorted(arrays_a) == sorted(arrays_b)
-    for name in arrays_a:
-        assert arrays_a[name].dtype == arrays_b[name].dtype, name
-        assert np.array_equal(arrays_a[name], arrays_b[name]), name
-    attrs_a, attrs_b = store.existing_attrs(a), store.existing_attrs(b)
-    assert attrs_a["config"].pop("out") == str(a) and attrs_b["config"].pop("out") == str(b)
-    assert attrs_a == attrs_b
 
 
 def done_so_far(location):
@@ -192,7 +154,7 @@ def test_training_from_s3_equals_training_from_a_local_copy(capsys, s3_cache, tr
                            "--kd-loss-mode", "kl", "--kd-alpha", 0.5)
         assert code == 0, err
         metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+        state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
         runs[name] = metrics, state["model"]
     (m_s3, p_s3), (m_local, p_local) = runs["s3"], runs["local"]
     timing = ("images_per_s", "train_time_s", "step_time_s")

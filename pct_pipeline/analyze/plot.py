@@ -4,7 +4,6 @@ Models are labelled by their paths, shortened: the common folder and a trailing
 `/predictions.zarr` or `.zarr` dropped. Runs named `NAME_sSEED` (as the demo names them) share
 one colour per NAME and one marker per SEED.
 """
-import os
 import re
 from pathlib import PurePath
 
@@ -13,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from ..files import atomic_file  # noqa: E402
 
 MARKERS = "osD^vP*Xph<>"
 
@@ -26,11 +27,11 @@ def plot(report, out):
     _accuracy_vs_nfr(left, report, labels)
     _flip_classes(right, report, labels[1:])
     fig.tight_layout()
-    out = PurePath(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_file(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def short_names(paths):

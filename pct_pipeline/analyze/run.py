@@ -7,14 +7,14 @@ files (torch-saved dicts with `gt` and `outputs` logits; `pred` is ignored and r
 labels in the same order. torch is imported only for a `.result` file.
 """
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import numpy as np
 
-from ..errors import PctError, writing
+from ..errors import PctError
+from ..files import write_text_atomic
 from ..store import Location, open_store
 from . import metrics
 
@@ -195,15 +195,7 @@ def _add_bootstrap(report, correct, negatives, resamples, seed):
 
 def write_json_atomic(path, report):
     """Write to a temporary file beside `path`, then rename: `path` is whole or untouched."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with writing(path):
-            tmp.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_text_atomic(path, json.dumps(report, indent=1, allow_nan=False) + "\n")
 
 
 def _require_matplotlib():

@@ -16,7 +16,7 @@ import torch
 
 from .. import codecs, distributed, fidelity, models, store, views
 from ..dataset import BetonInfo, ViewLoader
-from ..errors import PctError
+from ..errors import PctError, first_nonfinite_row
 from ..progress import Progress
 from .prepare import acquire_lock, check_existing, prepare_store, store_attributes
 
@@ -221,8 +221,8 @@ def forward(teachers, images, with_features, device, exact=False):
     if cuda:
         images = images.contiguous(memory_format=torch.channels_last)
     logits, features = [], []
-    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16,
-                                                enabled=cuda and not exact):
+    with torch.inference_mode(), models.autocast(device, torch.bfloat16 if cuda and not exact
+                                                                   else None):
         for teacher in teachers:
             with models.FeatureTap(teacher.model) as tap:
                 logits.append(models.main_logits(teacher.model(images)).float())
@@ -237,11 +237,11 @@ def forward(teachers, images, with_features, device, exact=False):
 def check_finite(job, outputs, indices, view):
     """PctError naming the sample, view and teacher of the first NaN/inf output."""
     for m, teacher in enumerate(job.teachers):
-        bad = ~torch.isfinite(outputs["members"][m]).all(1)
-        if "features" in outputs:
-            bad |= ~torch.isfinite(outputs["features"][m]).all(1)
-        if bad.any():
-            row = int(bad.nonzero()[0, 0])
+        rows = [first_nonfinite_row(outputs[name][m]) for name in ("members", "features")
+                if name in outputs]
+        rows = [row for row in rows if row is not None]
+        if rows:
+            row = min(rows)
             raise PctError(f"teacher {teacher.name} produced NaN/inf for sample {indices[row]} "
                            f"in view {view}")
 

@@ -21,6 +21,7 @@ import torch
 
 from .. import __version__, models
 from ..errors import PctError, writing
+from ..files import write_text_atomic
 
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "config.json", "predictions.zarr", "init.pt")
 REFUSED = ("arch", "num_classes", "model_kwargs", "data", "teacher_cache", "loss")
@@ -178,10 +179,7 @@ def trim_metrics(out, epoch):
     lines = path.read_text().splitlines()
     kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
     if len(kept) != len(lines):
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with writing(path):
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, path)
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def log_epoch(out, stats):

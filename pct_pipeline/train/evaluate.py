@@ -21,7 +21,7 @@ import torch
 
 from .. import __version__, distributed, models, store, views
 from ..dataset import BetonInfo, ViewLoader
-from ..errors import PctError
+from ..errors import PctError, first_nonfinite_row
 
 PREDICTION_DTYPE = "float32"
 
@@ -59,7 +59,7 @@ def predict(model, loader):
         return
     model.eval()
     for images, labels, indices in loader:
-        with torch.autocast(images.device.type, enabled=False):
+        with models.autocast(images.device):
             logits = models.main_logits(model(images)).float()
         yield logits, labels, indices
 
@@ -110,9 +110,9 @@ def write_predictions(path, batches, rows, val_info, num_classes, d, attrs, sour
 
 def _write_rows(path, logits, rows, val_info, crop_ratio, d, source, layout):
     """Check this process's rows for NaN/inf, then write its shards' units."""
-    bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
-    if bad.size:
-        raise PctError(f"{source} gives NaN/inf logits for sample {rows[bad[0]]} of "
+    bad = first_nonfinite_row(logits)
+    if bad is not None:
+        raise PctError(f"{source} gives NaN/inf logits for sample {rows[bad]} of "
                        f"{val_info.path}")
     boxes = views.crop_boxes(0, 0, val_info.heights, val_info.widths, eval_view=True,
                              crop_ratio=crop_ratio, indices=rows)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .. import codecs
-from ..errors import PctError
+from ..errors import PctError, first_nonfinite_row
 from ..store import value_arrays
 from .losses import SampledTargets
 from .shared_view import SharedView
@@ -114,10 +114,10 @@ class EpochTargets:
         (or NaN/inf in a float array of a compact codec)."""
         block = self.store.read_rows(name, self.view, lo, hi)
         if name in self.encoded and np.issubdtype(block.dtype, np.floating):
-            bad = ~np.isfinite(block).all(axis=1)
-            if bad.any():
+            bad = first_nonfinite_row(block)
+            if bad is not None:
                 raise PctError(f"teacher cache {self.store.path} has NaN/inf logits at sample "
-                               f"{lo + int(np.flatnonzero(bad)[0])}, view {self.view}")
+                               f"{lo + bad}, view {self.view}")
         return block
 
     def wait(self):

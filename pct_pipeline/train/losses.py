@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import models
 from ..errors import PctError
 
 MODES = ("kl", "l2", "li", "cna")
@@ -139,7 +140,7 @@ def cna(new_features, old_features, temperature=0.01, anchors=None):
     rows = rows if anchors is None else rows[anchors]
     self_mask = rows[:, None] == torch.arange(m, device=rows.device)[None, :]
     # Similarities divided by tau ~ 0.01 amplify bf16 rounding 100-fold: keep fp32 matmuls.
-    with torch.autocast(new_features.device.type, enabled=False):
+    with models.autocast(new_features.device):
         old = F.normalize(old_features.detach().float(), dim=1)
         new = F.normalize(new_features.float(), dim=1)
         positive = (old[rows] @ old.T).masked_fill(self_mask, -torch.inf).argmax(dim=1)
@@ -183,7 +184,7 @@ def bct(new_features, old_classifier_weight, old_classifier_bias, labels):
         raise PctError(f"BCT: the new model's features have width {width} but the old "
                        f"classifier takes width {old_width}")
     bias = None if old_classifier_bias is None else old_classifier_bias.detach().float()
-    with torch.autocast(new_features.device.type, enabled=False):
+    with models.autocast(new_features.device):
         logits = F.linear(new_features.float(), old_classifier_weight.detach().float(), bias)
     return F.cross_entropy(logits, labels, reduction="none")
 

@@ -8,11 +8,11 @@ in scheduler state, so a resumed run follows the schedule of the command that re
 (a longer --epochs, a new --lr-step) from the step it reached.
 """
 import math
-from contextlib import nullcontext
 
 import torch
 from torch import nn
 
+from .. import models
 from ..errors import PctError
 
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
@@ -82,9 +82,7 @@ class Precision:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == "fp16")
 
     def autocast(self):
-        if self.torch_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device_type, dtype=self.torch_dtype)
+        return models.autocast(self.device_type, self.torch_dtype)
 
     def backward(self, loss):
         self.scaler.scale(loss).backward()

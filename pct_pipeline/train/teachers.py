@@ -7,7 +7,7 @@ changes nothing and to measure what it saves.
 import torch
 
 from .. import codecs, fidelity, models
-from ..errors import PctError
+from ..errors import PctError, first_nonfinite_row
 from ..store import open_store
 from .join import EpochTargets
 
@@ -121,8 +121,8 @@ class OnlineTeachers:
     def __init__(self, specs, num_classes, device, channels_last, with_features, amp=True,
                  trust=False):
         # bf16 on GPU, as precompute-teachers runs them, so online and cached targets agree
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16,
-                                       enabled=amp and torch.device(device).type == "cuda")
+        cuda = torch.device(device).type == "cuda"
+        self.autocast = models.autocast(device, torch.bfloat16 if amp and cuda else None)
         self.members = []
         for arch, path in specs:
             model, _ = models.load_model(arch, path, num_classes, trust=trust)
@@ -160,6 +160,6 @@ def bct_head(path, arch, feature_dim, device, trust=False):
 
 
 def check_finite(logits, indices, source):
-    if not torch.isfinite(logits).all():
-        bad = indices[~torch.isfinite(logits).all(dim=1).cpu()][0].item()
-        raise PctError(f"{source} produced NaN/inf logits for sample {bad}")
+    row = first_nonfinite_row(logits)
+    if row is not None:
+        raise PctError(f"{source} produced NaN/inf logits for sample {int(indices[row])}")

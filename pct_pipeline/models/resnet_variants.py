@@ -32,7 +32,7 @@ from torch import nn
 from torchvision.models.googlenet import InceptionAux
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from .errors import PctError
+from ..errors import PctError
 
 DEPTHS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]),
           50: (Bottleneck, [3, 4, 6, 3]), 101: (Bottleneck, [3, 4, 23, 3]),

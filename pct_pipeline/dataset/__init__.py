@@ -1,0 +1,11 @@
+"""FFCV datasets, the package's one door to ffcv (with the view decoder in views.py):
+
+    writer.py   an ImageFolder tree -> a .beton with image, label and index fields, plus
+                OUT.beton.json (class names, fingerprint);
+    reader.py   what a .beton holds (BetonInfo) and loaders of its views (ViewLoader).
+"""
+from .reader import BetonInfo, ViewLoader, fingerprint, raw_images
+from .writer import IMAGE_SUFFIXES, load_rgb, scan_image_folder, write_beton
+
+__all__ = ["BetonInfo", "ViewLoader", "fingerprint", "raw_images", "IMAGE_SUFFIXES", "load_rgb",
+           "scan_image_folder", "write_beton"]

@@ -1,0 +1,258 @@
+"""Writing an ImageFolder tree to a .beton: scanning and checking the images, the ffcv writer's
+worker processes under supervision, and the sidecar OUT.beton.json.
+
+A .beton written here has three fields, ``image`` (JPEG), ``label`` and ``index`` (the row
+number, so a batch can be joined to per-sample data). ``OUT.beton.json`` beside it holds the
+class names and the dataset fingerprint (reader.fingerprint) that teacher caches and
+prediction stores reference.
+"""
+import json
+import multiprocessing
+import multiprocessing.queues
+import os
+import queue
+import signal
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import WRITE_ERRORS, PctError, writing
+from ..files import write_text_atomic
+from ..progress import Progress
+
+from .reader import fingerprint
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def scan_image_folder(src):
+    """Class names (sorted folder names) and [(path, label)] in sorted order."""
+    src = Path(src)
+    if src.exists() and not src.is_dir():
+        raise PctError(f"dataset source is not a folder: {src} (expected an ImageFolder tree)")
+    if not src.is_dir():
+        raise PctError(f"dataset folder not found: {src}")
+    classes = sorted(p.name for p in _list(src) if p.is_dir())
+    if not classes:
+        raise PctError(f"no class folders in {src}: expected one sub-folder per class")
+    samples = []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in _list(src / name)
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise PctError(f"class folder has no images: {src / name}")
+        samples.extend((str(p), label) for p in files)
+    return classes, samples
+
+
+def _list(folder):
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        raise PctError(f"cannot read dataset folder {folder}: {exc.strerror}") from None
+
+
+def load_rgb(path):
+    """uint8 [H, W, 3] RGB of any PIL-readable image; transparency is composited on white."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _check_image(path):
+    try:
+        load_rgb(path)
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for bad files
+        return f"{path}: {exc}"
+    return None
+
+
+class _ImageFolderSamples:
+    """Indexable (image, label, index) rows for ffcv's DatasetWriter."""
+
+    def __init__(self, samples):
+        self.samples = samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path, label = self.samples[i]
+        return load_rgb(path), label, i
+
+
+def _ignore_sigint():
+    """In worker processes: Ctrl-C reaches the whole process group, and the main process
+    alone handles it (stopping the workers), so workers print no traceback of their own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _writer_worker(work_fn, *args):
+    """An ffcv writer worker whose OSError ends it with that errno as exit status (so the main
+    process can name it) instead of a traceback."""
+    _ignore_sigint()
+    try:
+        work_fn(*args)
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRORS:
+            raise
+        sys.exit(exc.errno)
+
+
+class _Workers:
+    """Stands in for ffcv.writer's `Process`, `Queue` and `sleep`. ffcv's main process waits
+    for its workers' progress and then for their allocation lists, and waits forever if a
+    worker died (its last page is written after its progress is counted, so a full disk
+    often kills it there). Here workers run `_writer_worker`, and both waits stop with the
+    dead worker's error."""
+
+    def __init__(self):
+        self.started = []
+
+    def process(self, target, args):
+        proc = multiprocessing.Process(target=_writer_worker, args=(target, *args))
+        self.started.append(proc)
+        return proc
+
+    def stop(self):
+        for proc in self.started:
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+
+    def queue(self):
+        return _WatchedQueue(self)
+
+    def sleep(self, seconds):
+        self.check()
+        time.sleep(seconds)
+
+    def check(self):
+        """Raise the error of the first worker that failed, after stopping the others."""
+        failed = [p for p in self.started if p.exitcode not in (None, 0)]
+        if not failed:
+            return
+        self.stop()
+        code = failed[0].exitcode
+        if code in WRITE_ERRORS:
+            raise OSError(code, os.strerror(code))
+        raise RuntimeError(f"an ffcv writer worker failed with exit status {code}")
+
+
+class _WatchedQueue(multiprocessing.queues.Queue):
+    """A multiprocessing queue whose blocking `get` gives up when a writer worker has died."""
+
+    def __init__(self, workers):
+        super().__init__(ctx=multiprocessing.get_context())
+        self.workers, self.owner = workers, os.getpid()
+
+    def get(self, block=True, timeout=None):
+        while block and timeout is None and os.getpid() == self.owner:  # workers just wait
+            try:
+                return super().get(timeout=0.1)
+            except queue.Empty:
+                self.workers.check()
+        return super().get(block, timeout)
+
+
+def _configure_ffcv_writer():
+    """Returns the `_Workers` of the next write."""
+    import functools
+
+    import ffcv.writer
+
+    # ffcv's writer reports progress to a tqdm bar: a Progress is that bar on a terminal and
+    # a line now and then in a log.
+    ffcv.writer.tqdm = functools.partial(Progress, desc="write-dataset: writing")
+    workers = _Workers()
+    ffcv.writer.Process, ffcv.writer.sleep = workers.process, workers.sleep
+    ffcv.writer.Queue = workers.queue
+    return workers
+
+
+def write_beton(src, out, max_resolution=256, jpeg_quality=90, workers=None, skip_bad=False,
+                overwrite=False):
+    """Write ImageFolder `src` to `out` (.beton) and `out`.json; returns the summary dict.
+    `workers`: processes (None: the cores this process may use). An existing `out` is
+    refused unless `overwrite`, and then replaced only once the new file is complete."""
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    from ..distributed import usable_cores
+
+    out, workers = Path(out), max(1, workers or usable_cores())
+    _check_output(out, overwrite)
+    classes, samples = scan_image_folder(src)
+    problems = _check_images([p for p, _ in samples], workers)
+    bad = [msg for msg in problems if msg is not None]
+    if bad and not skip_bad:
+        raise PctError(f"unreadable image {bad[0]} (use --skip-bad to leave such files out)")
+    kept = [s for s, msg in zip(samples, problems) if msg is None]
+    present = {label for _, label in kept}
+    missing = [classes[c] for c in range(len(classes)) if c not in present]
+    if missing:
+        raise PctError(f"class folder has no readable images: {Path(src) / missing[0]}")
+    writer_processes = _configure_ffcv_writer()
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    fields = {"image": RGBImageField(write_mode="jpg", max_resolution=max_resolution,
+                                     jpeg_quality=jpeg_quality),
+              "label": IntField(), "index": IntField()}
+    writer = DatasetWriter(str(partial), fields, num_workers=workers)
+    try:
+        with writing(out):
+            writer.from_indexed_dataset(_ImageFolderSamples(kept), chunksize=32)
+            labels = np.array([label for _, label in kept], np.int64)
+            info = {"classes": classes, "num_classes": len(classes), "num_samples": len(kept),
+                    "skipped": len(bad), "source": str(Path(src).resolve()),
+                    "fingerprint": fingerprint(labels, partial.stat().st_size, out)}
+            write_text_atomic(Path(str(out) + ".json"), json.dumps(info, indent=1))
+            os.replace(partial, out)
+    finally:
+        writer_processes.stop()  # after an error or Ctrl-C; they have all ended otherwise
+        _release_metadata(writer)
+        if partial.exists():
+            partial.unlink()
+    return info
+
+
+def _check_output(out, overwrite):
+    if not out.parent.is_dir():
+        raise PctError(f"output folder does not exist: {out.parent}")
+    if out.is_dir():
+        raise PctError(f"output is a folder: {out} (expected a .beton file name)")
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise PctError(f"{out} exists (use --overwrite to replace it)")
+
+
+def _check_images(paths, workers):
+    """An error message or None for each image path: every image is decoded once, by
+    `workers` processes."""
+    problems = []
+    with Progress(len(paths), "write-dataset: checking") as progress, \
+            Pool(workers, initializer=_ignore_sigint) as pool:
+        for problem in pool.imap(_check_image, paths, chunksize=64):
+            problems.append(problem)
+            progress.update()
+    return problems
+
+
+def _release_metadata(writer):
+    """Free the shared memory ffcv's writer leaves behind when a write fails half-way."""
+    from multiprocessing.shared_memory import SharedMemory
+
+    memory = getattr(writer, "metadata_sm", None)
+    if isinstance(memory, SharedMemory):
+        try:
+            memory.close()
+            memory.unlink()
+        except FileNotFoundError:  # already released by a write that finished
+            pass
