@@ -44,7 +44,7 @@ def setup(args, folder):
     from pct_pipeline.precompute import run as pre
     from pct_pipeline.precompute.config import PrecomputeConfig
     from pct_pipeline.precompute.prepare import prepare_store
-    from pct_pipeline import store
+    from pct_pipeline import codecs, store
 
     data = Path(args.data) if args.data else digits_beton(folder)
     info = BetonInfo(data)
@@ -56,9 +56,10 @@ def setup(args, folder):
                            resolution=args.resolution, batch_size=args.batch_size,
                            workers=args.workers, device="cpu", overwrite=True)
     teachers = pre.load_teachers(cfg, info.num_classes, torch.device("cpu"))
-    prepare_store(cfg, info, teachers, Path(cfg.out))
-    job = pre.Job(cfg, Path(cfg.out), store.existing_attrs(cfg.out), tuple(teachers),
-                  info.heights, info.widths, torch.device("cpu"))
+    out = store.Location(cfg.out)
+    prepare_store(cfg, info, teachers, out)
+    job = pre.Job(cfg, out, store.existing_attrs(out), tuple(teachers), info.heights,
+                  info.widths, torch.device("cpu"), codecs.parse(cfg.codec))
     loader = pre.make_loader(job, np.arange(info.num_samples))
     return job, loader, info.num_samples
 
@@ -116,8 +117,8 @@ def report(args, rates, job, n):
     ratio = statistics.median(rates["precompute"]) / statistics.median(rates["inference"])
     print(f"ratio precompute / inference: {ratio:.3f} (per-pair {min(pairs):.3f}-{max(pairs):.3f}); "
           f"bar >= 0.9: {'PASS' if ratio >= 0.9 else 'FAIL'}")
-    size = sum(p.stat().st_size for p in job.out.rglob("*") if p.is_file())
-    logits = sum(p.stat().st_size for p in (job.out / "logits").rglob("*") if p.is_file())
+    size = job.out.size()
+    logits = type(job.out)(job.out.path / "logits").size()  # a local store.Location
     views = int(job.attrs["views"])
     print(f"store: {size} bytes for {n} samples x {views} views = "
           f"{size / (n * views):.1f} bytes per (sample, view) ({logits / (n * views):.1f} of them "

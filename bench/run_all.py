@@ -31,6 +31,7 @@ BENCHES = {  # name: (script, arguments)
     "analyze": ("analyze.py", []),
     "codecs": ("codecs.py", []),
     "scale": ("scale.py", []),
+    "s3": ("s3.py", []),
 }
 
 

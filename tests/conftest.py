@@ -81,6 +81,22 @@ def wide_ckpt(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def world(small_tree, train_beton, val_beton, teacher_ckpt):
+    """The files every fault case runs against (tests/faults.py)."""
+    from faults import make_world
+
+    yield from make_world(small_tree, train_beton, val_beton, teacher_ckpt)
+
+
+@pytest.fixture(scope="session")
+def forks():
+    """The fork server that runs the fault cases (tests/faults.py)."""
+    from faults import make_forks
+
+    yield from make_forks()
+
+
 def pct(capsys, *args):
     """(exit status, stdout, stderr) of the `pct` entry point run in this process; stdout and
     stderr are None without `capsys` (pytest's fixture)."""

@@ -1,0 +1,102 @@
+"""Bad input to `pct precompute-teachers`: one line naming the problem and the bad value, a non-zero exit,
+every existing file byte-identical (tests/faults.py runs the cases)."""
+import pytest
+
+from faults import (C, NOSPACE, assert_store_resumes, precompute, run_case, same_in_a_plain_process)
+
+
+CASES = [
+    C("precompute-teachers", "--data missing", lambda w: precompute(w, data=w.missing),
+      lambda w: ["dataset file not found", f"{w.missing}"]),
+    C("precompute-teachers", "--data is a folder", lambda w: precompute(w, data=w.folder),
+      lambda w: ["dataset is a folder", f"{w.folder}"]),
+    C("precompute-teachers", "--data truncated .beton", lambda w: precompute(w, data=w.trunc_beton),
+      lambda w: [f"truncated .beton file: {w.trunc_beton}"]),
+    C("precompute-teachers", "--data empty file", lambda w: precompute(w, data=w.empty_beton),
+      lambda w: ["not a readable .beton file", f"{w.empty_beton}"]),
+    C("precompute-teachers", "--data a text file", lambda w: precompute(w, data=w.text_beton),
+      lambda w: ["not a readable .beton file", f"{w.text_beton}"]),
+    C("precompute-teachers", "--data unreadable", lambda w: precompute(w, data=w.secret_beton),
+      lambda w: [f"{w.secret_beton}", "is not readable"], unprivileged=True),
+    C("precompute-teachers", "teacher checkpoint missing",
+      lambda w: precompute(w, teacher=f"cnn_small={w.missing_pt}"),
+      lambda w: ["checkpoint not found", f"{w.missing_pt}"]),
+    C("precompute-teachers", "teacher checkpoint is a folder",
+      lambda w: precompute(w, teacher=f"cnn_small={w.folder_pt}"),
+      lambda w: ["checkpoint is a folder", f"{w.folder_pt}"]),
+    C("precompute-teachers", "teacher checkpoint empty",
+      lambda w: precompute(w, teacher=f"cnn_small={w.empty_pt}"),
+      lambda w: ["unreadable checkpoint", f"{w.empty_pt}"]),
+    C("precompute-teachers", "teacher checkpoint truncated",
+      lambda w: precompute(w, teacher=f"cnn_small={w.trunc_pt}"),
+      lambda w: ["unreadable checkpoint", f"{w.trunc_pt}"]),
+    C("precompute-teachers", "teacher checkpoint unreadable",
+      lambda w: precompute(w, teacher=f"cnn_small={w.secret_pt}"),
+      lambda w: ["unreadable checkpoint", f"{w.secret_pt}", "Permission denied"],
+      unprivileged=True),
+    C("precompute-teachers", "teacher checkpoint of another architecture",
+      lambda w: precompute(w, teacher=f"cnn_small={w.wide_pt}"),
+      lambda w: [f"checkpoint {w.wide_pt} does not fit cnn_small", "(32, 3, 3, 3)"]),
+    C("precompute-teachers", "teacher checkpoint with 7 classes",
+      lambda w: precompute(w, teacher=f"cnn_small={w.seven_pt}"),
+      lambda w: [f"checkpoint {w.seven_pt} has 7 classes, the data has 10"]),
+    C("precompute-teachers", "unknown architecture",
+      lambda w: precompute(w, teacher=f"cnn_tiny={w.teacher}"),
+      lambda w: ["unknown architecture 'cnn_tiny'"]),
+    C("precompute-teachers", "--views 0", lambda w: precompute(w, views=0),
+      lambda w: ["--views must be at least 1, got 0"]),
+    C("precompute-teachers", "--views -3", lambda w: precompute(w, views=-3),
+      lambda w: ["--views must be at least 1, got -3"]),
+    C("precompute-teachers", "--batch-size 0", lambda w: precompute(w, "--batch-size", 0),
+      lambda w: ["--batch-size", "0 is not in the range x>=1"]),
+    C("precompute-teachers", "--resolution 4", lambda w: precompute(w, "--resolution", 4),
+      lambda w: ["--resolution", "4 is not in the range x>=8"]),
+    C("precompute-teachers", "--dtype float64", lambda w: precompute(w, "--dtype", "float64"),
+      lambda w: ["--dtype", "'float64' is not one of 'float16', 'float32'"]),
+    C("precompute-teachers", "--scale 0.9 0.1", lambda w: precompute(w, "--scale", 0.9, 0.1),
+      lambda w: ["--scale must be 0 < LO <= HI, got 0.9 0.1"]),
+    C("precompute-teachers", "--device of an unknown name",
+      lambda w: precompute(w, "--device", "gpu0"), lambda w: ["unknown --device 'gpu0'"]),
+    C("precompute-teachers", "--device cuda:99", lambda w: precompute(w, "--device", "cuda:99"),
+      lambda w: ["--device 'cuda:99': this machine has"]),
+    C("precompute-teachers", "--out is another project's Zarr",
+      lambda w: precompute(w, out=w.foreign),
+      lambda w: [f"{w.foreign} exists and is not a pct store", "--overwrite"]),
+    C("precompute-teachers", "--out is an existing file",
+      lambda w: precompute(w, out=w.existing_file),
+      lambda w: [f"{w.existing_file} exists and is not a pct store"]),
+    C("precompute-teachers", "--out is a store of another data set",
+      lambda w: precompute(w, out=w.val_cache),
+      lambda w: [f"{w.val_cache} was made by a different command", "dataset size"]),
+    C("precompute-teachers", "--out is a store whose creation was cut short",
+      lambda w: precompute(w, out=w.stub),
+      lambda w: [f"store {w.stub} lacks array 'done'", "--overwrite"]),
+    C("precompute-teachers", "--out folder not writable",
+      lambda w: precompute(w, out=w.place / "c.zarr"),
+      lambda w: ["cannot write", f"{w.place}"], where="readonly"),
+    C("precompute-teachers", "disk full during the write",
+      lambda w: precompute(w, out=w.place / "c.zarr"),
+      lambda w: ["cannot write", f"{w.place / 'c.zarr'}", NOSPACE], where="full",
+      after=lambda w, forks: assert_store_resumes(w, forks)),
+    C("precompute-teachers", "--teacher without ARCH=",
+      lambda w: precompute(w, teacher="cnn_small"),
+      lambda w: ["--teacher expects ARCH=CHECKPOINT, got 'cnn_small'"]),
+    C("precompute-teachers", "--teacher with nothing after ARCH=",
+      lambda w: precompute(w, teacher="cnn_small= "),
+      lambda w: ["--teacher expects ARCH=CHECKPOINT, got 'cnn_small= '",
+                 "no checkpoint after '='"]),
+    C("precompute-teachers", "--teacher a path holding '=', without ARCH=",
+      lambda w: precompute(w, teacher=f"{w.root}/lr=0.1/c.pt"),
+      lambda w: [f"--teacher expects ARCH=CHECKPOINT, got '{w.root}/lr=0.1/c.pt'"]),
+
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_input_is_one_line_and_damages_nothing(case, world, forks):
+    run_case(case, world, forks)
+
+
+def test_a_plain_process_prints_the_same_line(world, forks):
+    case = next(c for c in CASES if c.id == 'precompute-teachers: --views 0')
+    same_in_a_plain_process(case, world, forks)

@@ -1,0 +1,55 @@
+"""Bad input to `pct write-dataset`: one line naming the problem and the bad value, a non-zero exit,
+every existing file byte-identical (tests/faults.py runs the cases)."""
+import pytest
+
+from faults import (C, NOSPACE, assert_nothing_left, run_case, same_in_a_plain_process,
+                    write_dataset)
+
+
+CASES = [
+    C("write-dataset", "source folder missing",
+      lambda w: write_dataset(w.root / "no_such_folder", w.root / "o.beton"),
+      lambda w: ["dataset folder not found", f"{w.root / 'no_such_folder'}"]),
+    C("write-dataset", "source is a file",
+      lambda w: write_dataset(w.train, w.root / "o.beton"),
+      lambda w: ["dataset source is not a folder", f"{w.train}"]),
+    C("write-dataset", "source folder unreadable",
+      lambda w: write_dataset(w.secret_tree, w.root / "o.beton"),
+      lambda w: [f"{w.secret_tree}", "is not readable"], unprivileged=True),
+    C("write-dataset", "output folder missing",
+      lambda w: write_dataset(w.tree, w.root / "nowhere" / "o.beton"),
+      lambda w: ["output folder does not exist", f"{w.root / 'nowhere'}"]),
+    C("write-dataset", "output is a folder",
+      lambda w: write_dataset(w.tree, w.folder),
+      lambda w: ["output is a folder", f"{w.folder}"]),
+    C("write-dataset", "output exists",
+      lambda w: write_dataset(w.tree, w.train),
+      lambda w: [f"{w.train} exists (use --overwrite to replace it)"]),
+    C("write-dataset", "output folder not writable",
+      lambda w: write_dataset(w.tree, w.place / "o.beton"),
+      lambda w: ["cannot write", f"{w.place / 'o.beton'}"], where="readonly"),
+    C("write-dataset", "disk full during the write",
+      lambda w: write_dataset(w.tree, w.place / "o.beton"),
+      lambda w: ["cannot write", f"{w.place / 'o.beton'}", NOSPACE], where="full",
+      after=lambda w, forks: assert_nothing_left(w.place)),
+    C("write-dataset", "--max-resolution 0",
+      lambda w: write_dataset(w.tree, w.root / "o.beton", "--max-resolution", 0),
+      lambda w: ["--max-resolution", "0 is not in the range x>=8"]),
+    C("write-dataset", "--jpeg-quality 101",
+      lambda w: write_dataset(w.tree, w.root / "o.beton", "--jpeg-quality", 101),
+      lambda w: ["--jpeg-quality", "101 is not in the range 1<=x<=100"]),
+    C("write-dataset", "unknown option",
+      lambda w: write_dataset(w.tree, w.root / "o.beton", "--quality", 3),
+      lambda w: ["No such option '--quality'"]),
+
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_input_is_one_line_and_damages_nothing(case, world, forks):
+    run_case(case, world, forks)
+
+
+def test_a_plain_process_prints_the_same_line(world, forks):
+    case = next(c for c in CASES if c.id == 'write-dataset: output is a folder')
+    same_in_a_plain_process(case, world, forks)
