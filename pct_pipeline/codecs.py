@@ -17,6 +17,9 @@ view (N up to ~1.3 M rows) can be converted in a background thread.
 Store attributes of a codec are `codec` (its name) and `codec_params` (`params`);
 `from_attrs` rebuilds it. A store without them holds plain logits (float16 unless its array's
 dtype says float32), for which `from_attrs` gives the float16 codec.
+
+Its length is the four codecs side by side, each a small class with the same interface; split
+they would hide that they are interchangeable.
 """
 import math
 import numbers

@@ -10,6 +10,9 @@ Object stores have neither rename nor flock. Zarr writes every chunk, shard and 
 object (one PUT, whole or absent), so §Store's units and markers need no rename; the
 one-writer lock is an object `.NAME.lock` beside the store (`ObjectLock`), where a local store
 keeps an flock on a file of that name (`FileLock`). Both hold the owner's host, pid and time.
+
+Its length is the two lock kinds (flock and lock object) next to the location they guard; the
+object lock's takeover rules need to be read with the local one.
 """
 import fcntl
 import json

@@ -11,6 +11,9 @@ A teacher cache written with a compact codec (attribute ``codec``, see codecs.py
 codec's arrays [V, N, width] instead of ``logits``, chunked and sharded alike, plus
 ``reference_logits`` float32 [K, C]: the exact teacher logits of a sample of view 0's rows
 (`reference_rows`), from which the codec's fidelity is measured.
+
+Its length is the one store format: creating, writing units, validating and reading it, the
+package's only zarr importer; the location of a store is location.py's.
 """
 import math
 import threading

@@ -1,4 +1,4 @@
-"""STYLE.md's layering: each external storage/data library is imported in one place of the
+"""The layering of the package: each external storage/data library is imported in one place of the
 package (ffcv: the dataset package and the view decoder in views.py; zarr: store.py; fsspec
 and the object-store clients: location.py and store.py), and the package imports without
 cycles module by module."""

@@ -26,6 +26,9 @@ measured minimum), 299 px for Inception v3 in training with its auxiliary head, 
 for a variant, those of its ResNet into the backbone) from the torch hub cache only, never
 downloading; with a class count other than the weights' 1000, the final classifier (and the
 auxiliary heads' last layers) are replaced by freshly initialised ones.
+
+Its length is torchvision's variety (auxiliary heads, 1x1-conv classifiers, input-size rules),
+all of which the construction and the classifier lookup must know together.
 """
 import functools
 import os

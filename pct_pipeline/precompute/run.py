@@ -7,6 +7,9 @@ with `set_view`. A (view, shard) unit is buffered in memory until all its rows a
 then written and marked done; a rerun of the same command computes only the units not done.
 Rank 0 holds an exclusive lock beside the store for the whole run, and reports the progress
 of every rank (see `all_ranks_progress`).
+
+Its length is the one compute loop with its shard buffers, NaN/overflow checks and all-rank
+progress; each piece is used only here.
 """
 import time
 from dataclasses import dataclass

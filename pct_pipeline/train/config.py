@@ -5,6 +5,7 @@ saved in every checkpoint, in RUN_DIR/config.json and in the predictions store.
 """
 from dataclasses import dataclass, field
 
+from ..views import DEFAULT_CROP_RATIO
 from .losses import LossConfig
 
 
@@ -40,7 +41,7 @@ class TrainConfig:
     predictions_of: str = "model"           # model | ema: what predictions.zarr holds
     resolution: int | None = None           # None: the cache's resolution, else 224
     val_resolution: int | None = None       # None: same as resolution
-    crop_ratio: float = 224 / 256
+    crop_ratio: float = DEFAULT_CROP_RATIO
     view_seed: int | None = None            # None: the cache's, else 0
     scale: tuple | None = None              # RandomResizedCrop area range; None: the cache's,
     ratio: tuple | None = None              # else views.DEFAULT_SCALE / DEFAULT_RATIO;

@@ -3,8 +3,9 @@ from dataclasses import dataclass, replace
 
 import click
 
+from ..views import DEFAULT_CROP_RATIO
+
 FALLBACK_RESOLUTION = 224        # for a checkpoint without a `pct train` config
-FALLBACK_CROP_RATIO = 224 / 256
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class EvaluateConfig:
         trained = trained if isinstance(trained, dict) else {}
         resolution = (self.resolution or _positive(trained.get("val_resolution"))
                       or _positive(trained.get("resolution")) or FALLBACK_RESOLUTION)
-        crop_ratio = self.crop_ratio or _positive(trained.get("crop_ratio")) or FALLBACK_CROP_RATIO
+        crop_ratio = self.crop_ratio or _positive(trained.get("crop_ratio")) or DEFAULT_CROP_RATIO
         return replace(self, resolution=int(resolution), crop_ratio=float(crop_ratio))
 
 

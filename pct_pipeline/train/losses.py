@@ -13,6 +13,9 @@ removes the per-sample focus; here the product is taken per sample.
 Teacher ("old") inputs never receive gradients: every function detaches them. A teacher cache
 stored with the sampled codec gives `SampledTargets` in place of teacher logits: they serve
 the kl distance at the codec's temperature only (train refuses other settings at start).
+
+Its length is the loss family of SPEC §Train (kl, l2, li, cna, BCT, focal weights, the sampled
+targets) in one place, each a pure per-sample function.
 """
 from dataclasses import dataclass
 
