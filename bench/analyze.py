@@ -8,7 +8,6 @@ temporary folder, then times (best of --repeats) opening the stores and reading 
 labels, and `run(cfg)` end to end (load, check, metrics, 1000-resample bootstrap, table, JSON).
 The bar (SPEC §Performance) is run(cfg) < 2 s at 50,000 x 1,000 with three models.
 """
-import argparse
 import contextlib
 import io
 import json
@@ -54,14 +53,8 @@ def timed(fn, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=50_000)
-    parser.add_argument("--classes", type=int, default=1_000)
-    parser.add_argument("--models", type=int, default=3)
-    parser.add_argument("--bootstrap", type=int, default=1_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", help="also write the result dict here")
-    args = parser.parse_args(argv)
+    args = common.parser(__doc__, samples=50_000, classes=1_000, models=3, bootstrap=1_000,
+                         repeats=3).parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         labels = np.random.default_rng(0).integers(0, args.classes, args.samples)
         paths = [write_model(Path(tmp) / f"model{i}.zarr", labels, args.classes, seed=i + 1)

@@ -27,7 +27,6 @@ converges to the exact gradient; tests/test_codecs.py checks that). Checks: int8
 a per-sample kl gradient cosine >= 0.999 (5th percentile over samples, close student) at every T;
 topk:10 <= 64 B.
 """
-import argparse
 import importlib.util
 import json
 import sys
@@ -202,14 +201,11 @@ def describe(teacher, model_student, labels, scale):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--rows", type=int, default=20_000, help="rows timed per encode/decode")
-    parser.add_argument("--repeats", type=int, default=3)
+    # rows: rows timed per encode/decode
+    parser = common.parser(__doc__, classes=1000, rows=20_000, repeats=3)
     parser.add_argument("--quick", action="store_true",
                         help="a few seconds: 2,000 rows, 1 repeat, 128 fidelity rows, 4 codecs, "
                              "the close student only")
-    parser.add_argument("--json", help="also write the result dict here")
     args = parser.parse_args(argv)
     if args.quick:
         args.rows, args.repeats = 2_000, 1

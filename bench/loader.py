@@ -14,7 +14,6 @@ the load average before and after (other work on the machine slows both sides, n
     python bench/loader.py [--images 2048] [--size 160] [--resolution 128] [--batch-size 64]
                            [--workers 2] [--repeats 6] [--json OUT]
 """
-import argparse
 import json
 import os
 import sys
@@ -83,16 +82,9 @@ def measure(tree, beton, images, args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=2048)
-    parser.add_argument("--size", type=int, default=160, help="mean source image side, px")
-    parser.add_argument("--classes", type=int, default=100)
-    parser.add_argument("--resolution", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=6)
-    parser.add_argument("--json", help="also write the result dict here")
-    args = parser.parse_args(argv)
+    # size: the mean source image side, px
+    args = common.parser(__doc__, images=2048, size=160, classes=100, resolution=128,
+                         batch_size=64, workers=2, repeats=6).parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         tree, beton = common.synthetic_beton(tmp, args.images, args.size, args.classes,

@@ -10,7 +10,6 @@ median and range of each side's images/s, the ratio, and the store's bytes per (
                                [--repeats 4] [--batch-size 128] [--workers 2] [--json OUT]
 Without --data, the digits training set (1,257 images) is built at 64 px in a temporary folder.
 """
-import argparse
 import json
 import statistics
 import sys
@@ -85,15 +84,8 @@ def timed(fn, *args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data")
-    parser.add_argument("--arch", default="resnet18")
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--json", help="also write the result dict here")
-    args = parser.parse_args(argv)
+    args = common.parser(__doc__, data=None, arch="resnet18", resolution=64, repeats=4,
+                         batch_size=128, workers=2).parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         job, loader, n = setup(args, Path(tmp))
         inference_pass(job, loader, 0)  # warm-up: numba JIT of the loader, allocator, caches

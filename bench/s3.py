@@ -12,7 +12,6 @@ Local reads come from the page cache after the first; the server keeps objects i
 answers over loopback HTTP, so the ratio is what the S3 protocol itself costs (requests,
 signing, HTTP), not a network's bandwidth or latency.
 """
-import argparse
 import json
 import os
 import socket
@@ -75,12 +74,7 @@ def prefetch(location, order):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=20_000)
-    parser.add_argument("--classes", type=int, default=1_000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", help="also write the result dict here")
-    args = parser.parse_args(argv)
+    args = common.parser(__doc__, samples=20_000, classes=1_000, repeats=5).parse_args(argv)
     server = start_server(free_port())
     try:
         with tempfile.TemporaryDirectory() as tmp:

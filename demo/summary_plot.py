@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pct_pipeline.files import atomic_file  # noqa: E402
+from pct_pipeline.analyze.plot import save_png  # noqa: E402
 
 COLOURS = {"ce": "tab:grey", "fd": "tab:blue", "ldi": "tab:orange"}
 NAMES = {"ce": "plain CE", "fd": "cached focal distillation (FD)", "ldi": "cached LDI"}
@@ -23,12 +23,7 @@ def plot(summary, out):
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 7.5))
     _runs(left, summary)
     _differences(right, summary)
-    fig.tight_layout()
-    try:
-        with atomic_file(out) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-    finally:
-        plt.close(fig)
+    save_png(fig, out)
 
 
 def _legend_below(ax, seeds):

@@ -517,6 +517,20 @@ def same_in_a_plain_process(case, world, forks):
     assert plain.stderr == forked and assert_one_line(plain.returncode, plain.stderr, case.code)
 
 
+def case_tests(cases, plain=None):
+    """The two tests of one command's fault file: every case of `cases` through `run_case`, and
+    the case named `plain` (if any) also in a plain `python -m pct_pipeline` process."""
+    @pytest.mark.parametrize("case", cases, ids=lambda c: c.id)
+    def test_bad_input_is_one_line_and_damages_nothing(case, world, forks):
+        run_case(case, world, forks)
+
+    def test_a_plain_process_prints_the_same_line(world, forks):
+        same_in_a_plain_process(next(c for c in cases if c.id == plain), world, forks)
+
+    return (test_bad_input_is_one_line_and_damages_nothing,
+            test_a_plain_process_prints_the_same_line if plain else None)
+
+
 def make_world(small_tree, train_beton, val_beton, teacher_ckpt):
     """The world of every case (conftest's `world` fixture), outside pytest's own (mode 700)
     temporary folder so that an ordinary user can reach it; yields it, then removes it."""

@@ -1,8 +1,6 @@
-"""Bad input to the `pct` group itself and `pct models`: one line naming the problem and the bad value, a non-zero exit,
-every existing file byte-identical (tests/faults.py runs the cases)."""
-import pytest
-
-from faults import (C, run_case)
+"""Bad input to the `pct` group itself and `pct models`: one line naming the problem and the bad
+value, a non-zero exit, every existing file byte-identical (tests/faults.py runs the cases)."""
+from faults import (C, case_tests)
 
 
 CASES = [
@@ -12,6 +10,4 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_bad_input_is_one_line_and_damages_nothing(case, world, forks):
-    run_case(case, world, forks)
+test_bad_input_is_one_line_and_damages_nothing, _ = case_tests(CASES)

@@ -1,8 +1,6 @@
 """Bad input to `pct evaluate`: one line naming the problem and the bad value, a non-zero exit,
 every existing file byte-identical (tests/faults.py runs the cases)."""
-import pytest
-
-from faults import (C, NOSPACE, assert_nothing_left, evaluate, run_case, same_in_a_plain_process)
+from faults import (C, NOSPACE, assert_nothing_left, evaluate, case_tests)
 
 
 CASES = [
@@ -46,11 +44,5 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_bad_input_is_one_line_and_damages_nothing(case, world, forks):
-    run_case(case, world, forks)
-
-
-def test_a_plain_process_prints_the_same_line(world, forks):
-    case = next(c for c in CASES if c.id == 'evaluate: --checkpoint without its architecture')
-    same_in_a_plain_process(case, world, forks)
+test_bad_input_is_one_line_and_damages_nothing, test_a_plain_process_prints_the_same_line = \
+    case_tests(CASES, 'evaluate: --checkpoint without its architecture')

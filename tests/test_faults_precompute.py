@@ -1,8 +1,6 @@
-"""Bad input to `pct precompute-teachers`: one line naming the problem and the bad value, a non-zero exit,
-every existing file byte-identical (tests/faults.py runs the cases)."""
-import pytest
-
-from faults import (C, NOSPACE, assert_store_resumes, precompute, run_case, same_in_a_plain_process)
+"""Bad input to `pct precompute-teachers`: one line naming the problem and the bad value, a non-
+zero exit, every existing file byte-identical (tests/faults.py runs the cases)."""
+from faults import (C, NOSPACE, assert_store_resumes, precompute, case_tests)
 
 
 CASES = [
@@ -92,11 +90,5 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_bad_input_is_one_line_and_damages_nothing(case, world, forks):
-    run_case(case, world, forks)
-
-
-def test_a_plain_process_prints_the_same_line(world, forks):
-    case = next(c for c in CASES if c.id == 'precompute-teachers: --views 0')
-    same_in_a_plain_process(case, world, forks)
+test_bad_input_is_one_line_and_damages_nothing, test_a_plain_process_prints_the_same_line = \
+    case_tests(CASES, 'precompute-teachers: --views 0')

@@ -1,9 +1,6 @@
-"""Bad input to `pct train`: one line naming the problem and the bad value, a non-zero exit,
-every existing file byte-identical (tests/faults.py runs the cases)."""
-import pytest
-
-from faults import (C, NOSPACE, assert_no_partial_checkpoint, run_case, same_in_a_plain_process,
-                    train)
+"""Bad input to `pct train`: one line naming the problem and the bad value, a non-zero exit, every
+existing file byte-identical (tests/faults.py runs the cases)."""
+from faults import (C, NOSPACE, assert_no_partial_checkpoint, train, case_tests)
 
 
 CASES = [
@@ -117,11 +114,5 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_bad_input_is_one_line_and_damages_nothing(case, world, forks):
-    run_case(case, world, forks)
-
-
-def test_a_plain_process_prints_the_same_line(world, forks):
-    case = next(c for c in CASES if c.id == 'train: --batch-size larger than the data')
-    same_in_a_plain_process(case, world, forks)
+test_bad_input_is_one_line_and_damages_nothing, test_a_plain_process_prints_the_same_line = \
+    case_tests(CASES, 'train: --batch-size larger than the data')

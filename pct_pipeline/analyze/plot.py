@@ -26,6 +26,11 @@ def plot(report, out):
     labels = short_names([report["models"][0]["path"], *(c["new"] for c in comps)])
     _accuracy_vs_nfr(left, report, labels)
     _flip_classes(right, report, labels[1:])
+    save_png(fig, out)
+
+
+def save_png(fig, out):
+    """Write the laid-out figure to `out` as a PNG (atomically), then close it."""
     fig.tight_layout()
     try:
         with atomic_file(out) as tmp:
