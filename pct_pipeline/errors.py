@@ -38,6 +38,8 @@ def first_nonfinite_row(values):
     """Index of the first row (along dim 0) of `values` (a numpy array or a torch tensor, any
     number of dims) holding a NaN or an inf; None when every value is finite. Callers name
     the row's sample in their PctError."""
+    if len(values) == 0:
+        return None
     flat = values.reshape(len(values), -1)
     if hasattr(flat, "isfinite"):  # a torch tensor, on any device
         bad = ~flat.isfinite().all(dim=1)

@@ -139,10 +139,22 @@ class Location:
                            f"/NAME.zarr, not {self}")
         return f"{head}/.{name}.lock"
 
-    def lock_exists(self):
-        if self.local:
-            return Path(self.lock_location()).exists()
-        return Location(self.lock_location()).exists()
+    def lock_held(self):
+        """True when a writer holds this store's lock now (a local lock file is only probed,
+        never written: a refused command changes no file)."""
+        if not self.local:
+            return Location(self.lock_location()).exists()
+        try:
+            fd = os.open(self.lock_location(), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
 
     def lock(self):
         """The one-writer lock of this store, held until `release()`; PctError naming the lock

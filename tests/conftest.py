@@ -113,6 +113,13 @@ def pct(capsys, *args):
     return code, captured.out, captured.err
 
 
+def forked(forks, *args):
+    """`pct ARGS` as a child of the fork server (the `forks` fixture, tests/faults.py): what
+    run_pct gives, without the seconds each new process spends importing torch and ffcv."""
+    code, out, err = forks.run([str(a) for a in args])
+    return subprocess.CompletedProcess(["pct", *map(str, args)], code, out, err)
+
+
 def run_pct(*args, env=None, timeout=600):
     """Run the real `pct` console script; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "pct_pipeline", *map(str, args)], capture_output=True,

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import run_pct
+from conftest import forked
 from pct_pipeline import __version__, models
 from pct_pipeline.errors import PctError
 from pct_pipeline.train.config import TrainConfig
@@ -173,22 +173,22 @@ def w(train_beton, val_beton, teacher_ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
-def test_every_command_refuses_a_checkpoint_that_runs_code(command, w, evil):
+def test_every_command_refuses_a_checkpoint_that_runs_code(command, w, evil, forks):
     path, marker = evil
-    result = run_pct(*COMMANDS[command](w, path))
+    result = forked(forks, *COMMANDS[command](w, path))
     assert_refused(result, path, "posix.system", marker)
 
 
-def test_trust_checkpoint_loads_a_whole_model_pickle(w):
+def test_trust_checkpoint_loads_a_whole_model_pickle(w, forks):
     """torch.save(model): refused as data (the module's classes are code), loaded with
     --trust-checkpoint, where its state_dict() is what counts."""
     model = small_model(seed=4)
     whole = w["tmp"] / "whole.pt"
     torch.save(model, whole)
-    refused = run_pct(*COMMANDS["precompute-teachers --teacher"](w, whole))
+    refused = forked(forks, *COMMANDS["precompute-teachers --teacher"](w, whole))
     assert_refused(refused, whole, "pct_pipeline.models.architectures.SmallCNN", w["tmp"] / "none")
     assert not (w["tmp"] / "cache.zarr").exists()
-    result = run_pct(*COMMANDS["precompute-teachers --teacher"](w, whole), "--trust-checkpoint")
+    result = forked(forks, *COMMANDS["precompute-teachers --teacher"](w, whole), "--trust-checkpoint")
     assert result.returncode == 0, result.stderr
     assert (w["tmp"] / "cache.zarr" / "zarr.json").is_file()
     loaded, classes = models.load_model("cnn_small", whole, 10, trust=True)
@@ -198,9 +198,9 @@ def test_trust_checkpoint_loads_a_whole_model_pickle(w):
         models.load_model("cnn_small", whole, 10)
 
 
-def test_trust_checkpoint_is_documented_on_each_command():
+def test_trust_checkpoint_is_documented_on_each_command(forks):
     for command in ("precompute-teachers", "train", "evaluate"):
-        result = run_pct(command, "--help")
+        result = forked(forks, command, "--help")
         assert result.returncode == 0
         text = " ".join(result.stdout.split())
         assert "--trust-checkpoint" in text and "runs whatever code" in text, command
@@ -208,7 +208,7 @@ def test_trust_checkpoint_is_documented_on_each_command():
 
 # --- the layouts we accept load as data, without --trust-checkpoint ---
 
-def test_old_pct_checkpoint_loads_and_resumes(w):
+def test_old_pct_checkpoint_loads_and_resumes(w, forks):
     cfg = TrainConfig(data=str(w["train"]), val=str(w["val"]), out=str(w["tmp"] / "old"),
                       arch="cnn_small", online_teachers=(("cnn_small", str(w["teacher"])),),
                       model_kwargs=(("width", 8),), epochs=2, lr=0.05, lr_schedule="cosine")
@@ -218,7 +218,7 @@ def test_old_pct_checkpoint_loads_and_resumes(w):
     assert raw["config"]["loss"]["mode"] is None and raw["epoch"] == 1
     assert_same_weights(models.load_model("cnn_small", old, 10)[0], model.state_dict())
     # through the CLI: --resume restores weights, optimizer, scheduler and RNG, trains epoch 2
-    result = run_pct(*train_args(w["train"], w["val"], w["tmp"] / "run", "--resume", old,
+    result = forked(forks, *train_args(w["train"], w["val"], w["tmp"] / "run", "--resume", old,
                                  "--epochs", "2", "--lr", "0.05", "--lr-schedule", "cosine"))
     assert result.returncode == 0, result.stderr
     metrics = [json.loads(line) for line in (w["tmp"] / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -238,10 +238,10 @@ def test_upstream_checkpoint_loads(legacy, best, tmp_path):
     assert_same_weights(models.load_model("cnn_small", path, 10)[0], model.state_dict())
 
 
-def test_upstream_checkpoint_evaluates_through_the_cli(w):
+def test_upstream_checkpoint_evaluates_through_the_cli(w, forks):
     path = w["tmp"] / "model_best.pth.tar"
     upstream_checkpoint(path)
-    result = run_pct(*COMMANDS["evaluate --checkpoint"](w, path))
+    result = forked(forks, *COMMANDS["evaluate --checkpoint"](w, path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("top1 ") and (w["tmp"] / "pred.zarr").is_dir()
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import run_pct
+from conftest import forked
 from pct_pipeline import distributed
 from pct_pipeline.errors import PctError
 from pct_pipeline.train import recipe
@@ -139,8 +139,9 @@ BASE = ["--arch", "cnn_small", "--batch-size", "16", "--resolution", str(RES), "
         "--max-steps-per-epoch", "2", "-j", "1"]
 
 
-def train(train_beton, val_beton, out, *extra):
-    return run_pct("train", "--data", train_beton, "--val", val_beton, "--out", out, *BASE, *extra)
+def train(forks, train_beton, val_beton, out, *extra):
+    return forked(forks, "train", "--data", train_beton, "--val", val_beton, "--out", out, *BASE,
+                  *extra)
 
 
 def metrics(out):
@@ -158,15 +159,15 @@ def one_line(result, *needles):
         assert needle in result.stderr, result.stderr
 
 
-def test_requeued_command_resumes_and_loses_nothing(train_beton, val_beton, tmp_path):
+def test_requeued_command_resumes_and_loses_nothing(train_beton, val_beton, tmp_path, forks):
     out = tmp_path / "run"
-    first = train(train_beton, val_beton, out, "--epochs", 1, "--lr-schedule", "cosine")
+    first = train(forks, train_beton, val_beton, out, "--epochs", 1, "--lr-schedule", "cosine")
     assert first.returncode == 0, first.stderr
     before = digest(out)
-    again = train(train_beton, val_beton, out, "--epochs", 1, "--lr-schedule", "cosine")
+    again = train(forks, train_beton, val_beton, out, "--epochs", 1, "--lr-schedule", "cosine")
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stderr
     assert digest(out) == before  # a finished run is left as it is
-    longer = train(train_beton, val_beton, out, "--epochs", 3, "--lr-schedule", "cosine")
+    longer = train(forks, train_beton, val_beton, out, "--epochs", 3, "--lr-schedule", "cosine")
     assert longer.returncode == 0 and "resuming from" in longer.stdout, longer.stderr
     lines = metrics(out)
     assert [m["epoch"] for m in lines] == [1, 2, 3]
@@ -175,38 +176,38 @@ def test_requeued_command_resumes_and_loses_nothing(train_beton, val_beton, tmp_
     assert set(lines[2]["step_time_s"]) >= {"loader", "forward", "backward"}
 
 
-def test_resume_trims_metrics_newer_than_the_checkpoint(train_beton, val_beton, tmp_path):
+def test_resume_trims_metrics_newer_than_the_checkpoint(train_beton, val_beton, tmp_path, forks):
     out = tmp_path / "run"
-    assert train(train_beton, val_beton, out, "--epochs", 1).returncode == 0
+    assert train(forks, train_beton, val_beton, out, "--epochs", 1).returncode == 0
     with open(out / "metrics.jsonl", "a") as f:  # killed after a metrics line, before its checkpoint
         f.write(json.dumps({"epoch": 2, "loss": 0}) + "\n")
-    assert train(train_beton, val_beton, out, "--epochs", 2).returncode == 0
+    assert train(forks, train_beton, val_beton, out, "--epochs", 2).returncode == 0
     assert [m["epoch"] for m in metrics(out)] == [1, 2] and metrics(out)[1]["loss"] > 0
 
 
-def test_resume_checks_and_overwrite(train_beton, val_beton, tmp_path):
+def test_resume_checks_and_overwrite(train_beton, val_beton, tmp_path, forks):
     out = tmp_path / "run"
-    assert train(train_beton, val_beton, out, "--epochs", 1, "--label-smoothing", "0.1").returncode == 0
-    one_line(train(train_beton, val_beton, out, "--epochs", 2, "--label-smoothing", "0.2"),
+    assert train(forks, train_beton, val_beton, out, "--epochs", 1, "--label-smoothing", "0.1").returncode == 0
+    one_line(train(forks, train_beton, val_beton, out, "--epochs", 2, "--label-smoothing", "0.2"),
              "was trained with loss label_smoothing 0.1, this command 0.2", "--overwrite")
-    one_line(train(train_beton, val_beton, out, "--epochs", 2, "--arch", "cnn_wide"),
+    one_line(train(forks, train_beton, val_beton, out, "--epochs", 2, "--arch", "cnn_wide"),
              "cnn_small checkpoint, --arch is cnn_wide")
-    noted = train(train_beton, val_beton, out, "--epochs", 2, "--label-smoothing", "0.1", "--seed", 9)
+    noted = train(forks, train_beton, val_beton, out, "--epochs", 2, "--label-smoothing", "0.1", "--seed", 9)
     assert noted.returncode == 0 and "pct: note: resuming" in noted.stdout and "seed 9" in noted.stdout
-    fresh = train(train_beton, val_beton, out, "--epochs", 1, "--seed", 4, "--overwrite")
+    fresh = train(forks, train_beton, val_beton, out, "--epochs", 1, "--seed", 4, "--overwrite")
     assert fresh.returncode == 0, fresh.stderr
     assert [m["epoch"] for m in metrics(out)] == [1]
     assert json.loads((out / "config.json").read_text())["seed"] == 4
 
 
 def test_fp16_grad_scaler_on_cpu_with_cache_accumulation_and_ema(train_beton, val_beton, teacher_ckpt,
-                                                                 tmp_path):
+                                                                 tmp_path, forks):
     cache = tmp_path / "cache.zarr"
-    made = run_pct("precompute-teachers", "--data", train_beton, "--teacher", f"cnn_small={teacher_ckpt}",
+    made = forked(forks, "precompute-teachers", "--data", train_beton, "--teacher", f"cnn_small={teacher_ckpt}",
                    "--views", 2, "--resolution", RES, "--out", cache, "-j", 1, "--flip", 0)
     assert made.returncode == 0, made.stderr
     out = tmp_path / "run"
-    result = train(train_beton, val_beton, out, "--epochs", 2, "--teacher-cache", cache,
+    result = train(forks, train_beton, val_beton, out, "--epochs", 2, "--teacher-cache", cache,
                    "--kd-loss-mode", "kl", "--kd-alpha", "0.5", "--accum-steps", 2, "--ema-decay", "0.9",
                    "--predictions-of", "ema", "--warmup-epochs", "1", "--amp-dtype", "fp16",
                    "--norm-weight-decay", "0")

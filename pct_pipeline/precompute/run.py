@@ -118,14 +118,14 @@ def _lock_and_prepare(cfg, info, teachers, out):
 
 
 def precheck(cfg, info, teachers, out):
-    """Refuse what is at `out` before creating a lock file beside it (someone else's data,
-    another store). Every writer creates the lock file before it touches the store, so when
-    there is none the refusal stands; otherwise the check under the lock decides (it names a
-    running writer)."""
+    """Refuse what is at `out` before taking the lock beside it (someone else's data, another
+    store). Every writer holds the lock while it touches the store, so when nobody holds it the
+    refusal stands (and the lock file, if any, is left as it was); otherwise the check under
+    the lock decides (it names the running writer)."""
     try:
         check_existing(out, store_attributes(cfg, info, teachers))
     except PctError:
-        if not store.Location(out).lock_exists():
+        if not store.Location(out).lock_held():
             raise
 
 
