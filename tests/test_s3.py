@@ -23,6 +23,7 @@ from pct_pipeline import store
 from pct_pipeline.errors import PctError
 from pct_pipeline.models import build_model, save_atomic
 from pct_pipeline.precompute.prepare import acquire_lock
+from test_cli_precompute import assert_one_line_error
 from test_precompute import assert_same_store
 
 BUCKET = "pct-test"
@@ -55,14 +56,6 @@ def s3(tmp_path_factory):
         else:
             os.environ[key] = value
     server.stop()
-
-
-def one_line_error(code, err, *parts):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pct: error: "), err
-    for part in parts:
-        assert part in lines[0], (part, lines[0])
 
 
 def precompute_args(data, out, teacher, views=2, resolution=RES):
@@ -123,7 +116,7 @@ def test_a_held_lock_object_refuses_a_second_writer(capsys, s3, train_beton, tea
     try:
         with pytest.raises(PctError, match="being written by another process"):
             acquire_lock(url)
-        one_line_error(*pct(capsys, *args)[::2], f"{url} is being written by another process",
+        assert_one_line_error(*pct(capsys, *args)[::2], f"{url} is being written by another process",
                        f"lock s3://{BUCKET}/locked/.c.zarr.lock is held by pid {os.getpid()}")
     finally:
         held.release()
@@ -200,7 +193,7 @@ def test_evaluate_and_analyze_on_s3_equal_local(capsys, s3, val_beton, teacher_c
     assert reports["s3"] == reports["local"]
     again = ["evaluate", "--checkpoint", teacher_ckpt, "--data", val_beton, "--out",
              f"{places['s3']}/old.zarr", "--resolution", RES, "-j", 1]
-    one_line_error(*pct(capsys, *again)[::2], f"{places['s3']}/old.zarr exists", "--overwrite")
+    assert_one_line_error(*pct(capsys, *again)[::2], f"{places['s3']}/old.zarr exists", "--overwrite")
     assert pct(capsys, *again, "--overwrite")[0] == 0
 
 
@@ -214,25 +207,25 @@ def analyze(env, *inputs):
 def test_one_line_errors(capsys, s3, s3_cache, train_beton, teacher_ckpt):
     url = s3_cache[0]
     nobucket = "s3://no-such-bucket/c.zarr"
-    one_line_error(*pct(capsys, *precompute_args(train_beton, nobucket,
+    assert_one_line_error(*pct(capsys, *precompute_args(train_beton, nobucket,
                                                  f"cnn_small={teacher_ckpt}"))[::2],
                    "bucket not found: no-such-bucket", nobucket)
-    one_line_error(*pct(capsys, "analyze", nobucket, url)[::2], f"store not found: {nobucket}")
+    assert_one_line_error(*pct(capsys, "analyze", nobucket, url)[::2], f"store not found: {nobucket}")
     env = dict(os.environ)
     del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
     code, err, _ = analyze(env, url, url)
-    one_line_error(code, err, f"cannot reach {url}", "Unable to locate credentials")
+    assert_one_line_error(code, err, f"cannot reach {url}", "Unable to locate credentials")
     env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")  # nothing there
     code, err, seconds = analyze(env, url, url)
-    one_line_error(code, err, f"cannot reach {url}", "Could not connect to the endpoint URL")
+    assert_one_line_error(code, err, f"cannot reach {url}", "Could not connect to the endpoint URL")
     assert seconds < 30
     fs = bucket()
     fs.pipe_file(f"{BUCKET}/foreign.zarr/zarr.json",
                  b'{"zarr_format": 3, "node_type": "group", "attributes": {}}')
     fs.pipe_file(f"{BUCKET}/notes.zarr/notes.txt", b"keep me")
     for other in (f"s3://{BUCKET}/foreign.zarr", f"s3://{BUCKET}/notes.zarr"):
-        one_line_error(*pct(capsys, "analyze", other, url)[::2], other, "not a")
-        one_line_error(*pct(capsys, *precompute_args(train_beton, other,
+        assert_one_line_error(*pct(capsys, "analyze", other, url)[::2], other, "not a")
+        assert_one_line_error(*pct(capsys, *precompute_args(train_beton, other,
                                                      f"cnn_small={teacher_ckpt}"))[::2],
                        f"{other} exists and is not a pct store")
     assert fs.cat_file(f"{BUCKET}/notes.zarr/notes.txt") == b"keep me"
