@@ -329,11 +329,12 @@ def record_fidelity(job):
     if job.codec.name == "float16":
         return None
     cache = store.open_store(job.out)
-    if "fidelity" not in cache.attrs:
-        rows, exact, encoded = cache.reference()
-        store.set_attributes(job.out, fidelity=fidelity.record(
-            job.codec, exact, cache.labels[rows], encoded=encoded))
-    return store.open_store(job.out).attrs["fidelity"]
+    if "fidelity" in cache.attrs:  # a resumed run: recorded when the store was completed
+        return cache.attrs["fidelity"]
+    rows, exact, encoded = cache.reference()
+    recorded = fidelity.record(job.codec, exact, cache.labels[rows], encoded=encoded)
+    store.set_attributes(job.out, fidelity=recorded)
+    return recorded
 
 
 def summary(job, images, seconds):
