@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from . import allocator
 from .errors import PctError
 
 
@@ -32,7 +33,9 @@ class Dist:
 
 
 def setup(device=None):
-    """Initialise the process group when launched by torchrun; pick this process's device."""
+    """Initialise the process group when launched by torchrun; pick this process's device;
+    keep freed host memory mapped between steps (allocator.py)."""
+    allocator.keep_freed_memory()
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))

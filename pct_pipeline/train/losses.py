@@ -162,7 +162,8 @@ def focal_weights(new_logits, old_logits, labels, filter="all_pass", alpha=0.0, 
     _choice(filter, FILTERS, "kd filter")
     if filter == "all_pass":
         return torch.ones(labels.shape[0], dtype=torch.float32, device=labels.device)
-    new_wrong = new_logits.detach().argmax(dim=1) != labels
+    if filter != "old_correct":  # the student's argmax is needed
+        new_wrong = new_logits.detach().argmax(dim=1) != labels
     if filter == "new_incorrect":
         cond = new_wrong
     else:
