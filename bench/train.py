@@ -347,9 +347,9 @@ def print_report(setup, figures, ratios, checks, account):
 
 
 SETTINGS = {  # tiny: the loader and the join dominate; step: a real student's step dominates
-    "tiny": Spec(),
+    "tiny": Spec(images=2048, repeats=9),
     "step": Spec(student="resnet18", teacher="resnet18", classes=100, size=80, resolution=64,
-                 images=512, batch_size=32, steps=8, repeats=3),
+                 images=512, batch_size=32, steps=8, repeats=5),
 }
 
 

@@ -4,6 +4,8 @@ Both give, for a batch, (old_logits [B, C] float32, old_features [B, D] float32 
 training step does not care which one it has. `OnlineTeachers` exists to prove that the cache
 changes nothing and to measure what it saves.
 """
+from contextlib import nullcontext
+
 import torch
 
 from .. import codecs, fidelity, models
@@ -140,9 +142,11 @@ class OnlineTeachers:
     def targets(self, step, images, indices):
         logits, features = [], []
         for model in self.members:
-            with self.autocast, models.FeatureTap(model) as tap:
+            tap = models.FeatureTap(model) if self.with_features else nullcontext()
+            with self.autocast, tap:
                 logits.append(models.main_logits(model(images)).float())
-            features.append(tap.features.float())
+            if self.with_features:
+                features.append(tap.features.float())
         mean_logits = torch.stack(logits).mean(0)
         check_finite(mean_logits, indices, "the online teacher")
         mean_features = torch.stack(features).mean(0) if self.with_features else None
