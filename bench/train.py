@@ -131,7 +131,7 @@ class Bench:
     epoch of a variant with a freshly initialised student."""
 
     def __init__(self, beton, cache, ckpts, spec, folder):
-        from pct_pipeline import distributed
+        from pct_pipeline import allocator, distributed
         from pct_pipeline.dataset import BetonInfo, ViewLoader
         from pct_pipeline.train.prepare import make_teachers
         from pct_pipeline.train.teachers import open_cache
@@ -156,6 +156,7 @@ class Bench:
             online = name != "cached" and self.cuda and spec.amp
             self.teachers[name] = TimedTeachers(inner, self.sync, autocast=online)
         self.epoch = 0
+        allocator.freeze_built_objects()  # as pct train does before its first epoch
         self.accounts = {}  # variant -> the last run's step time account (seconds per phase)
 
     @property

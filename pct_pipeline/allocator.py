@@ -15,6 +15,7 @@ caching allocator; this concerns host tensors.
 """
 import ctypes
 import ctypes.util
+import gc
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 MMAP_THRESHOLD = 32 * 2**20
@@ -31,3 +32,9 @@ def keep_freed_memory():
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and \
         bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def freeze_built_objects():
+    """Collect once, then leave every object alive now out of later cyclic collections."""
+    gc.collect()
+    gc.freeze()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import codecs, distributed, fidelity, models, store, views
+from .. import allocator, codecs, distributed, fidelity, models, store, views
 from ..dataset import BetonInfo, ViewLoader
 from ..errors import PctError, first_nonfinite_row
 from ..progress import Progress
@@ -152,6 +152,7 @@ def compute_rank(job, rank, world):
         return 0
     total = sum(len(shard_rows(job, todo)) for todo in pending.values())
     loader = make_loader(job, rows)
+    allocator.freeze_built_objects()
     with all_ranks_progress(job, rank, world, done, total) as bar:
         for view, todo in pending.items():
             if todo:

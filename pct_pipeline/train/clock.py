@@ -1,6 +1,6 @@
 """Per-step bookkeeping of the training loop that must not stall it.
 
-`StepClock` accounts where an epoch's time goes, phase by phase (loader wait, teacher targets,
+`StepClock` accounts where an epoch's time goes, phase by phase (loader wait, forward, teacher targets,
 forward, loss, backward, optimizer). On the CPU it reads the clock at each phase's end; on
 CUDA it records events on the stream (no host synchronisation) and reads them at the epoch's
 end, so the account follows the GPU's timeline. The phases add up to the loop's wall time.
@@ -15,7 +15,7 @@ import torch
 
 from ..errors import PctError
 
-PHASES = ("loader", "targets", "forward", "loss", "backward", "optimizer")
+PHASES = ("loader", "forward", "targets", "loss", "backward", "optimizer")
 CHECK_EVERY = 50
 
 

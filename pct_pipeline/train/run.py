@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import distributed, models, store
+from .. import allocator, distributed, models, store
 from ..dataset import BetonInfo, ViewLoader
 from ..errors import PctError, writing
 from . import checkpoint, recipe
@@ -73,6 +73,7 @@ def _run(cfg, d):
     if d.is_main:
         start_run(cfg, out, source, start_epoch, ident, model, optimizer, precision, ema)
     distributed.barrier()
+    allocator.freeze_built_objects()
     started = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         view = teachers.view_of(epoch) if teachers else epoch
@@ -150,13 +151,13 @@ def train_one_epoch(cfg, net, model, loader, optimizer, precision, ema, teachers
         group = min(cfg.accum_steps, batches - step * cfg.accum_steps)
         if micro == 0:
             recipe.set_lr(optimizer, recipe.lr_factor(cfg, epoch, step, steps))
-        old_logits, old_features = teachers.targets(i, images, indices) if teachers else (None, None)
-        clock.mark("targets")
         last = micro == group - 1
         with (nullcontext() if last or d.world == 1 else net.no_sync()):
             with precision.autocast(), (models.FeatureTap(model) if taps else nullcontext()) as tap:
                 output = net(images)
             clock.mark("forward")
+            old_logits, old_features = teachers.targets(i, images, indices) if teachers else (None, None)
+            clock.mark("targets")
             loss, parts = step_loss(cfg, d, output, labels, old_logits, tap, old_features, head)
             health.watch(i, loss, models.main_logits(output), indices)
             clock.mark("loss")
