@@ -1,7 +1,7 @@
 """Per-step bookkeeping of the training loop that must not stall it.
 
-`StepClock` accounts where an epoch's time goes, phase by phase (loader wait, forward, teacher targets,
-forward, loss, backward, optimizer). On the CPU it reads the clock at each phase's end; on
+`StepClock` accounts where an epoch's time goes, phase by phase (loader wait, forward, teacher
+targets, loss, backward, optimizer). On the CPU it reads the clock at each phase's end; on
 CUDA it records events on the stream (no host synchronisation) and reads them at the epoch's
 end, so the account follows the GPU's timeline. The phases add up to the loop's wall time.
 

@@ -156,7 +156,9 @@ def train_one_epoch(cfg, net, model, loader, optimizer, precision, ema, teachers
             with precision.autocast(), (models.FeatureTap(model) if taps else nullcontext()) as tap:
                 output = net(images)
             clock.mark("forward")
-            old_logits, old_features = teachers.targets(i, images, indices) if teachers else (None, None)
+            # after the forward: the loader refills its queue then, not during the join
+            old_logits, old_features = (teachers.targets(i, images, indices) if teachers
+                                        else (None, None))
             clock.mark("targets")
             loss, parts = step_loss(cfg, d, output, labels, old_logits, tap, old_features, head)
             health.watch(i, loss, models.main_logits(output), indices)
