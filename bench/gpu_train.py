@@ -25,7 +25,7 @@ import train  # noqa: E402
 # ImageNet-like: ~256 px JPEGs, 1000 classes, RandomResizedCrop 224; ResNet-50 student.
 GPU_SPEC = train.Spec(student="resnet50", teacher="resnet18", ensemble=8, images=3072,
                       classes=1000, size=256, resolution=224, batch_size=128, workers=12,
-                      repeats=5, views=2, device="cuda")
+                      repeats=5, views=2, device="cuda", null=False)
 
 
 def prepare(args):

@@ -7,6 +7,8 @@ rotated each repeat so drift on a shared machine hits all of them):
 
   loader   iterate the loader only (the join's bar is relative to loader time)
   ce       cross-entropy only
+  ce_again the same CE-only run a second time (CPU): CE-only / CE-only again shows how far a
+           ratio of two equal runs strays on this machine, the noise floor of the ratios below
   cached   focal distillation (KL, old_correct, alpha 1, beta 5) from a teacher cache made by
            `pct precompute-teachers` with a teacher of the student's size
   online1  the same loss, the same teacher run inside the step
@@ -58,10 +60,12 @@ class Spec:
     device: str = "cpu"
     amp: bool = True            # bf16 autocast on CUDA only, as in pct train
     channels_last: bool = True  # on CUDA only
+    null: bool = True           # also time CE-only a second time (the noise floor)
 
     @property
     def variants(self):
-        return ("loader", "ce", "cached", "online1", f"online{self.ensemble}")
+        return ("loader", "ce") + (("ce_again",) if self.null else ()) + \
+            ("cached", "online1", f"online{self.ensemble}")
 
 
 def prepare(folder, spec):
@@ -149,8 +153,10 @@ class Bench:
                                  drop_last=True, device=self.d.device, **crops)
         self.steps = min(spec.steps or len(self.loader), len(self.loader))
         self.configs = variant_configs(beton, cache, ckpts, spec, folder, self.steps)
-        self.teachers = {"loader": None, "ce": None}
-        for name in spec.variants[2:]:
+        self.teachers = {"loader": None, "ce": None, "ce_again": None}
+        for name in spec.variants:
+            if name in self.teachers:
+                continue
             inner = make_teachers(self.configs[name], store if name == "cached" else None,
                                   self.loader, self.num_classes, self.d, False)
             online = name != "cached" and self.cuda and spec.amp
@@ -233,7 +239,7 @@ def variant_configs(beton, cache, ckpts, spec, folder, steps):
     fd = LossConfig(mode="kl", kd_alpha=0.3, kd_temperature=4.0, kd_filter="old_correct",
                     filter_base=1.0, filter_scale=5.0)
     teachers = tuple((spec.teacher, str(c)) for c in ckpts)
-    return {"ce": base, "cached": replace(base, teacher_cache=str(cache), loss=fd),
+    return {"ce": base, "ce_again": base, "cached": replace(base, teacher_cache=str(cache), loss=fd),
             "online1": replace(base, online_teachers=teachers[:1], loss=fd),
             f"online{spec.ensemble}": replace(base, online_teachers=teachers, loss=fd)}
 
@@ -281,6 +287,9 @@ def report(bench, measured, extra_setup=None):
     figures["join_ms_per_batch"] = common.figure(
         [1e3 * j / bench.steps for j in measured["join_s"]])
     figures["cache_view_read_ms_per_epoch"] = common.figure([1e3 * f for f in measured["fill_s"]])
+    if spec.null:
+        figures["ce_again_over_ce_per_repeat"] = common.figure(
+            [a / b for a, b in zip(rates["ce_again"], rates["ce"])])
     checks = [
         common.ratio_check("train: cached KD / CE-only", rates["cached"], rates["ce"], ">=", 0.97),
         common.ratio_check("train: cached KD / online KD, equal-size teacher", rates["cached"],
@@ -300,6 +309,9 @@ def report(bench, measured, extra_setup=None):
             sum(measured["join_wall_s"]) / sum(secs["loader"]),
         "cache view read / loader time": sum(measured["fill_s"]) / sum(secs["loader"]),
         "loader time / CE-only time": sum(secs["loader"]) / sum(secs["ce"])}
+    if spec.null:
+        ratios["CE-only again / CE-only (two equal runs: the noise floor)"] = \
+            statistics.median(rates["ce_again"]) / statistics.median(rates["ce"])
     setup = {**{k: v for k, v in vars(spec).items()}, "steps": bench.steps,
              "images_per_run": images, "first_epoch_s": measured["first_epoch_s"],
              "device": str(bench.d.device), "world": bench.d.world,
@@ -338,6 +350,9 @@ def print_report(setup, figures, ratios, checks, account):
                           or k.endswith("_per_epoch")}, unit="ms")
     for name, value in ratios.items():
         print(f"  {name}: {value:.3f}")
+    if "ce_again_over_ce_per_repeat" in figures:
+        null = figures["ce_again_over_ce_per_repeat"]
+        print(f"  CE-only again / CE-only per repeat: {null['min']:.3f}-{null['max']:.3f}")
     phases = list(account["ce"])
     print(f"  ms per step (median): {'':>10}" + "".join(f"{p:>10}" for p in phases))
     for variant, row in account.items():
