@@ -104,11 +104,18 @@ def checkpoint_epoch(path):
         return None
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_train_interrupted_resumes_to_identical_parameters(sig, train_beton, val_beton, tmp_path):
-    straight = tmp_path / "straight"
-    result = run_pct(*train_args(train_beton, val_beton, straight), env=ENV)
+@pytest.fixture(scope="module")
+def straight(train_beton, val_beton, tmp_path_factory):
+    """The uninterrupted run both signals are compared with."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    result = run_pct(*train_args(train_beton, val_beton, out), env=ENV)
     assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_train_interrupted_resumes_to_identical_parameters(sig, train_beton, val_beton, straight,
+                                                           tmp_path):
     run = tmp_path / "run"
     proc = start(tmp_path, "run", *train_args(train_beton, val_beton, run))
     wait_until(proc, lambda: checkpoint_epoch(run / "checkpoint.pt") is not None)
