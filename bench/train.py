@@ -239,7 +239,8 @@ def variant_configs(beton, cache, ckpts, spec, folder, steps):
     fd = LossConfig(mode="kl", kd_alpha=0.3, kd_temperature=4.0, kd_filter="old_correct",
                     filter_base=1.0, filter_scale=5.0)
     teachers = tuple((spec.teacher, str(c)) for c in ckpts)
-    return {"ce": base, "ce_again": base, "cached": replace(base, teacher_cache=str(cache), loss=fd),
+    return {"ce": base, "ce_again": base,
+            "cached": replace(base, teacher_cache=str(cache), loss=fd),
             "online1": replace(base, online_teachers=teachers[:1], loss=fd),
             f"online{spec.ensemble}": replace(base, online_teachers=teachers, loss=fd)}
 
