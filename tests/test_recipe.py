@@ -126,6 +126,27 @@ def test_nonfinite_loss_names_step_and_sample():
         linear_run(config(lr=0.1, epochs=1), batches)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_first_nonfinite_row_of_numpy_arrays(dtype):
+    """The exponent-bits test agrees with np.isfinite: NaN, +inf and -inf found in the first
+    row that has one; the largest finite value, subnormals and -0 pass; strided and 3-D input."""
+    import numpy as np
+
+    from pct_pipeline.errors import first_nonfinite_row
+
+    values = np.random.default_rng(0).standard_normal((64, 30)).astype(dtype)
+    info = np.finfo(dtype)
+    values[1, :4] = info.max, -info.max, info.smallest_subnormal, -0.0
+    assert first_nonfinite_row(values) is None
+    for bad in (np.nan, np.inf, -np.inf):
+        marked = values.copy()
+        marked[40, 7], marked[50, 0] = bad, bad
+        assert first_nonfinite_row(marked) == 40
+        assert first_nonfinite_row(marked[:, 1::2]) == 40
+        assert first_nonfinite_row(marked[:, ::2]) == 50
+        assert first_nonfinite_row(marked.reshape(64, 5, 6)) == 40
+
+
 def test_sync_bn_refused_on_cpu():
     two = replace(CPU, world=2)
     with pytest.raises(PctError, match="--sync-bn needs CUDA"):

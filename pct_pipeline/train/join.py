@@ -27,6 +27,7 @@ ImageNet-1k (N = 1,281,167, C = 1,000, float16): one view is 2.56 GB; a node of 
 out of 32 reads 2.56 GB per epoch and holds at most 2 × 0.64 + 2.56 = 3.84 GB for the join.
 """
 import threading
+import time
 
 import numpy as np
 import torch
@@ -60,6 +61,7 @@ class EpochTargets:
         self.thread.start()
 
     def _fill(self):
+        start = time.perf_counter()
         try:
             for name in self.encoded + self.features:
                 self.buffers[name] = self._gather(name)
@@ -67,6 +69,7 @@ class EpochTargets:
                 self._decode()
         except (PctError, ValueError, OSError, TimeoutError) as exc:
             self.error = exc
+        self.seconds = time.perf_counter() - start  # the read's own time, in its thread
 
     def _decode(self):
         """Replace the encoded buffers by dense float32 logits [n, C] (pinned if asked)."""
