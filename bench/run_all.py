@@ -25,7 +25,7 @@ import common  # noqa: E402
 BENCH = Path(__file__).resolve().parent
 BENCHES = {  # name: (script, arguments)
     "loader": ("loader.py", []),
-    "precompute": ("precompute.py", ["--arch", "resnet18", "--resolution", "32", "--repeats", "4"]),
+    "precompute": ("precompute.py", ["--arch", "resnet18", "--resolution", "32", "--repeats", "12"]),
     "train": ("train.py", ["--setting", "tiny"]),
     "train_step": ("train.py", ["--setting", "step"]),
     "analyze": ("analyze.py", []),
