@@ -23,9 +23,11 @@ known). The time spent in `teachers.targets` (the join in the step; median call 
 call now and then waits for the GIL or a core held by the loader's threads) is reported against
 the loader's time for the same batches (bar: <= 2%) and against the cached step time.
 
-    python bench/train.py [--setting tiny|step] [--student cnn_wide] [--teacher cnn_wide] [--ensemble 8]
-                          [--images 1024] [--classes 1000] [--size 64] [--resolution 32]
-                          [--batch-size 64] [--repeats 5] [--json OUT]
+    python bench/train.py [--setting tiny|step] [--student ARCH] [--teacher ARCH] [--ensemble M]
+                          [--images N] [--classes C] [--size PX] [--resolution PX]
+                          [--batch-size B] [--steps S] [--repeats R] [--json OUT]
+
+Each option defaults to the setting's value (SETTINGS below; tiny: 2,048 images, 15 repeats).
 """
 import argparse
 import json
