@@ -46,7 +46,7 @@ def first_nonfinite_row(values):
         return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
     import numpy as np
 
-    if flat.dtype.kind == "f" and flat.dtype.itemsize in (2, 4, 8):
+    if flat.dtype.kind == "f" and flat.dtype.itemsize in (2, 4, 8) and flat.dtype.isnative:
         # A value is NaN or inf exactly when its exponent bits are all set: one integer pass,
         # ten times faster than np.isfinite on float16 (a teacher cache's every row per epoch).
         bits = np.ascontiguousarray(flat).view(f"u{flat.dtype.itemsize}")

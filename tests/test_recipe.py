@@ -145,6 +145,7 @@ def test_first_nonfinite_row_of_numpy_arrays(dtype):
         assert first_nonfinite_row(marked[:, 1::2]) == 40
         assert first_nonfinite_row(marked[:, ::2]) == 50
         assert first_nonfinite_row(marked.reshape(64, 5, 6)) == 40
+        assert first_nonfinite_row(marked.astype(np.dtype(dtype).newbyteorder())) == 40
 
 
 def test_sync_bn_refused_on_cpu():
