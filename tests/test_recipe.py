@@ -129,7 +129,8 @@ def test_nonfinite_loss_names_step_and_sample():
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_first_nonfinite_row_of_numpy_arrays(dtype):
     """The exponent-bits test agrees with np.isfinite: NaN, +inf and -inf found in the first
-    row that has one; the largest finite value, subnormals and -0 pass; strided and 3-D input."""
+    row that has one; the largest finite value, subnormals and -0 pass; strided, 3-D and
+    byte-swapped input."""
     import numpy as np
 
     from pct_pipeline.errors import first_nonfinite_row
