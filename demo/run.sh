@@ -75,7 +75,8 @@ first=${SEEDS%% *}
 step "5/6 pct analyze: old vs the seed-$first models (all seeds: $OUT/report.{txt,json,png})"
 preds=()
 for method in ce fd ldi; do for seed in $SEEDS; do preds+=("$OUT/new_${method}_s$seed/predictions.zarr"); done; done
-$PCT analyze "$OUT/old.zarr" "${preds[@]}" --json "$OUT/report.json" --plot "$OUT/report.png" > "$OUT/report.txt"
+$PCT analyze "$OUT/old.zarr" "${preds[@]}" --json "$OUT/report.json" --plot "$OUT/report.png" --overwrite \
+  > "$OUT/report.txt"
 $PCT analyze "$OUT/old.zarr" "$OUT/new_ce_s$first/predictions.zarr" "$OUT/new_fd_s$first/predictions.zarr" \
   "$OUT/new_ldi_s$first/predictions.zarr"
 

@@ -201,7 +201,7 @@ def _create_arrays(path, attrs, labels, dtype, feature_dim, members, encoded):
     group.create_array("crops", shape=(views, n, 5), dtype="int32", chunks=(1, shard_rows, 5),
                        dimension_names=["view", "sample", "box"], fill_value=0, **data)
     if feature_dim:
-        group.create_array("features", shape=(views, n, feature_dim), dtype=dtype,
+        group.create_array("features", shape=(views, n, feature_dim), dtype="float16",
                            chunks=(1, rows, feature_dim), shards=(1, shard_rows, feature_dim),
                            dimension_names=["view", "sample", "feature"], fill_value=0, **data)
     if members:

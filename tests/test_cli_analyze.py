@@ -208,3 +208,15 @@ def test_bootstrap_zero_gives_null_intervals(data, tmp_path):
     assert report["models"][0]["top1_ci95"] is None
     assert report["comparisons"][0]["nfr_ci95"] is None
     assert report["paired"][0]["difference_ci95"] is None
+
+
+def test_existing_json_is_replaced_only_with_overwrite(data, tmp_path):
+    _, _, _, paths = data
+    out = tmp_path / "report.json"
+    out.write_text("an earlier report\n")
+    refused = pct("analyze", paths[0], paths[1], "--json", out)
+    assert refused.returncode != 0 and "--overwrite" in refused.stderr
+    assert out.read_text() == "an earlier report\n"
+    replaced = pct("analyze", paths[0], paths[1], "--json", out, "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert json.loads(out.read_text())["models"][1]["path"] == str(paths[1])

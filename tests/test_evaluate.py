@@ -57,3 +57,18 @@ def test_evaluate_stores_the_exact_float32_logits(val_beton, tmp_path):
     assert logits.dtype == np.float32
     assert (logits[:, 5] == np.float32(HIGH)).all() and (logits[:, 3] == np.float32(LOW)).all()
     assert (logits.argmax(1) == 5).all()
+
+
+def test_evaluate_a_bare_state_dict_with_arch(val_beton, tmp_path):
+    model = near_tie_model()
+    ckpt = tmp_path / "bare.pt"
+    torch.save(model.state_dict(), ckpt)
+    out = tmp_path / "pred.zarr"
+    result = run_pct("evaluate", "--checkpoint", ckpt, "--arch", "cnn_small", "--data", val_beton,
+                     "--resolution", 16, "-j", 1, "--out", out)
+    assert result.returncode == 0, result.stderr
+    preds = store.open_store(out)
+    assert (preds.logits(0).argmax(1) == 5).all()
+    assert preds.attrs["teachers"] == [{"arch": "cnn_small", "sha256": models.sha256_file(ckpt),
+                                        "path": str(ckpt.resolve())}]
+    assert preds.attrs["ensemble"] == "mean-logits"

@@ -40,6 +40,10 @@ CASES = [
       lambda w: analyze(w, w.pred, "--json", w.place / "r.json"),
       lambda w: ["cannot write", f"{w.place / 'r.json'}", NOSPACE], where="filled",
       after=lambda w, forks: assert_nothing_left(w.place, but=["filler"])),
+    C("analyze", "--json names an existing file", lambda w: analyze(w, w.pred, "--json", w.teacher),
+      lambda w: ["--json", f"{w.teacher}", "exists", "--overwrite"]),
+    C("analyze", "--plot names an existing file", lambda w: analyze(w, w.pred, "--plot", w.teacher),
+      lambda w: ["--plot", f"{w.teacher}", "exists", "--overwrite"]),
     C("analyze", "--bootstrap -1", lambda w: analyze(w, w.pred, "--bootstrap", -1),
       lambda w: ["--bootstrap", "-1 is not in the range x>=0"]),
 

@@ -177,3 +177,13 @@ def test_rerun_rewrites_only_units_not_done(train_beton, teacher_ckpt, tmp_path)
     resumed["logits"][0, 0:32] = reference["logits"][0, 0:32]
     for name in reference:
         assert np.array_equal(resumed[name], reference[name]), name
+
+
+def test_features_are_float16_beside_float32_logits(train_beton, teacher_ckpt, tmp_path):
+    cache = precompute(train_beton, tmp_path / "f32.zarr", [teacher_ckpt], views=1,
+                       store_features=True, dtype="float32")
+    assert cache.group["logits"].dtype == np.float32  # §Store: features float16 whatever --dtype
+    assert cache.group["features"].dtype == np.float16
+    images, _, indices = next(iter(training_batches(train_beton, 0, batch_size=40)))
+    logits, features = teacher_outputs(teacher_ckpt, images)
+    assert_fp16_close(cache.features(0)[indices.numpy()], features)

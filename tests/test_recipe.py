@@ -197,6 +197,12 @@ def test_requeued_command_resumes_and_loses_nothing(train_beton, val_beton, tmp_
     # the schedule is this command's (3 epochs), from the saved epoch: epoch index 2 of 3
     assert lines[2]["lr"] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 2 / 3)))
     assert set(lines[2]["step_time_s"]) >= {"loader", "forward", "backward"}
+    # the continued run's predictions are of its final model, not of epoch 1's
+    attrs = json.loads((out / "predictions.zarr" / "zarr.json").read_text())["attributes"]
+    assert attrs["model"]["epoch"] == 3 and "final: top1" in longer.stdout
+    ckpt = out / "checkpoint.pt"
+    assert attrs["teachers"] == [{"arch": "cnn_small", "path": str(ckpt.resolve()),
+                                  "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()}]
 
 
 def test_resume_trims_metrics_newer_than_the_checkpoint(train_beton, val_beton, tmp_path, forks):
@@ -238,6 +244,9 @@ def test_fp16_grad_scaler_on_cpu_with_cache_accumulation_and_ema(train_beton, va
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["scaler"]["scale"] > 0 and "model_ema" in state
     lines = metrics(out)
+    schedule = state["scheduler"]  # two groups (--norm-weight-decay), after epoch 2 of 2
+    assert (schedule["last_epoch"], schedule["warmup_epochs"], len(schedule["base_lrs"])) == (2, 1, 2)
+    assert schedule["last_lrs"][0] == pytest.approx(lines[-1]["lr"])
     assert all(m["fd"] > 0 and "ema_top1" in m for m in lines)
     assert lines[0]["lr"] == pytest.approx(0.1 * 2 / 2)  # 2 optimizer steps per epoch: 2/2 at step 1
     prediction_attrs = json.loads((out / "predictions.zarr" / "zarr.json").read_text())["attributes"]

@@ -13,6 +13,7 @@ class AnalyzeConfig:
     bootstrap: int = 1000
     seed: int = 0
     top_classes: int = 10
+    overwrite: bool = False
 
 
 @click.command("analyze")
@@ -29,6 +30,8 @@ class AnalyzeConfig:
               help="Seed of the bootstrap.")
 @click.option("--top-classes", type=click.IntRange(min=0), default=AnalyzeConfig.top_classes,
               show_default=True, help="How many classes with most negative flips to list.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing --json / --plot files (refused otherwise).")
 def analyze(**options):
     """Compare NEW models with the OLD one: top-1/top-5, negative and positive flips (NFR, PFR,
     NFI, PFI, relative NFR, NFR_frac, PFR_frac, type-I/II flips), bootstrap intervals, logit-mean

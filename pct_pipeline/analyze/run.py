@@ -34,9 +34,11 @@ def run(cfg):
     """Analyze cfg.old against each of cfg.new; print the table, write JSON / plot if asked."""
     if cfg.plot_out:
         _require_matplotlib()
-    for out in (cfg.json_out, cfg.plot_out):
+    for option, out in (("--json", cfg.json_out), ("--plot", cfg.plot_out)):
         if out and not Path(out).resolve().parent.is_dir():
             raise PctError(f"output folder does not exist: {Path(out).parent}")
+        if out and Path(out).exists() and not cfg.overwrite:
+            raise PctError(f"{option} {out} exists (use --overwrite to replace it)")
     models = [load(path) for path in (cfg.old, *cfg.new)]
     check_aligned(models)
     report = build_report(models, cfg.bootstrap, cfg.seed, cfg.top_classes)

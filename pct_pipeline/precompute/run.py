@@ -304,7 +304,7 @@ class ShardBuffer:
         members = cast(self.members, cfg.dtype, self.lo, view) if cfg.keep_members else None
         features = None
         if cfg.store_features:
-            features = cast(self.features.mean(0), cfg.dtype, self.lo, view)
+            features = cast(self.features.mean(0), "float16", self.lo, view, "feature")
         crops = views.crop_boxes(cfg.view_seed, view, job.heights, job.widths, cfg.scale,
                                  cfg.ratio, cfg.eval_view, cfg.crop_ratio,
                                  indices=np.arange(self.lo, self.hi), flip=cfg.flip)
@@ -312,15 +312,17 @@ class ShardBuffer:
                          member_logits=members, **values)
 
 
-def cast(values, dtype, lo, view):
-    """`values` as `dtype`; PctError when a finite value overflows it (float16: |x| > 65504)."""
+def cast(values, dtype, lo, view, what="output"):
+    """`values` as `dtype`; PctError when a finite value overflows it (float16: |x| > 65504).
+    what: "output" (logits, whose --dtype can be float32) or "feature" (always float16)."""
     with np.errstate(over="ignore"):
         out = values.astype(dtype)
     bad = ~np.isfinite(out)
     if bad.any():
         row = int(np.argwhere(bad)[0][-2]) + lo
-        raise PctError(f"a teacher output of sample {row} in view {view} does not fit {dtype} "
-                       f"(|x| > {np.finfo(dtype).max:.0f}); use --dtype float32")
+        hint = "; use --dtype float32" if what == "output" else ""
+        raise PctError(f"a teacher {what} of sample {row} in view {view} does not fit {dtype} "
+                       f"(|x| > {np.finfo(dtype).max:.0f}){hint}")
     return out
 
 

@@ -9,7 +9,8 @@ same data, teacher cache, loss and model (refused otherwise, naming the setting 
 values) and notes a changed seed, process count or batch size.
 
 Checkpoints hold tensors, dicts, lists and plain values only (models.load_file reads them as
-data): model, model_ema, optimizer, scaler, epoch, CPU and CUDA RNG states, config, identity.
+data): model, model_ema, optimizer, scheduler (the learning-rate schedule's settings and
+rates), scaler, epoch, CPU and CUDA RNG states, config, identity.
 """
 import json
 import os
@@ -22,6 +23,7 @@ import torch
 from .. import __version__, models
 from ..errors import PctError, writing
 from ..files import write_text_atomic
+from . import recipe
 
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "config.json", "predictions.zarr", "init.pt")
 REFUSED = ("arch", "num_classes", "model_kwargs", "data", "teacher_cache", "loss")
@@ -107,6 +109,7 @@ def save(path, cfg, ident, model, optimizer, precision, ema, epoch):
     """Write a checkpoint atomically (temporary file + rename)."""
     state = {"model": model.state_dict(), "arch": cfg.arch, "num_classes": ident["num_classes"],
              "model_kwargs": dict(cfg.model_kwargs), "optimizer": optimizer.state_dict(),
+             "scheduler": recipe.schedule_state(cfg, optimizer, epoch),
              "scaler": precision.scaler.state_dict(), "epoch": epoch,
              "rng": torch.get_rng_state(), "config": plain(asdict(cfg)), "identity": ident,
              "pct_version": __version__}

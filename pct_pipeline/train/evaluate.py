@@ -15,6 +15,7 @@ samples are exactly the ones the negative flip rate counts.
 """
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -125,7 +126,7 @@ def _write_rows(path, logits, rows, val_info, crop_ratio, d, source, layout):
 def _create(path, val_info, num_classes, attrs, rows_per_chunk):
     attrs = {"split": "val", "eval_view": True, "view_seed": 0, "scale": None, "ratio": None,
              "flip": 0.0, "dataset": {**val_info.fingerprint, "classes": val_info.classes},
-             "teachers": [], "pct_version": __version__, **attrs}
+             "teachers": [], "ensemble": "mean-logits", "pct_version": __version__, **attrs}
     store.create_store(path, kind="predictions", labels=val_info.labels,
                        num_classes=num_classes, views=1, dtype=PREDICTION_DTYPE,
                        attributes=json.loads(json.dumps(attrs, default=str)), chunks_per_shard=1,
@@ -167,9 +168,11 @@ def evaluate_checkpoint(cfg):
         if d.is_main and cfg.overwrite:
             remove_output(cfg.out)
         distributed.barrier()
+        sha256 = models.sha256_file(cfg.checkpoint)
         attrs = {"resolution": cfg.resolution, "crop_ratio": cfg.crop_ratio,
-                 "model": {"arch": arch, "checkpoint": str(cfg.checkpoint),
-                           "sha256": models.sha256_file(cfg.checkpoint)},
+                 "model": {"arch": arch, "checkpoint": str(cfg.checkpoint), "sha256": sha256},
+                 "teachers": [{"arch": arch, "sha256": sha256,
+                               "path": str(Path(cfg.checkpoint).resolve())}],
                  "config": asdict(cfg)}
         try:
             result = write_predictions(cfg.out, predict(model, loader), rows, val_info, classes,
@@ -185,13 +188,18 @@ def evaluate_checkpoint(cfg):
 
 
 def _checkpoint_arch(cfg):
-    """(architecture, `pct train` config dict or None) that the checkpoint records."""
+    """(architecture, `pct train` config dict or None): --arch, else the one the checkpoint
+    records; --arch contradicting the checkpoint's is refused."""
     ckpt = models.load_file(cfg.checkpoint, cfg.trust_checkpoint)
-    arch = ckpt.get("arch") if isinstance(ckpt, dict) else None
-    if arch is None:
+    named = ckpt.get("arch") if isinstance(ckpt, dict) else None
+    if cfg.arch is not None and named is not None and cfg.arch != named:
+        raise PctError(f"--arch {cfg.arch} contradicts checkpoint {cfg.checkpoint}, which holds "
+                       f"a {named} model")
+    if cfg.arch is None and named is None:
         raise PctError(f"{cfg.checkpoint} does not name its architecture (not written by pct "
-                       f"train)")
-    return arch, ckpt.get("config")
+                       f"train): give --arch")
+    config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    return cfg.arch or named, config
 
 
 def remove_output(out, ignore_errors=False):

@@ -12,6 +12,7 @@ FALLBACK_RESOLUTION = 224        # for a checkpoint without a `pct train` config
 class EvaluateConfig:
     """What `pct evaluate` does; saved whole, resolved, in the store's `config` attribute.
 
+    arch: None means the architecture the checkpoint names (needed for a bare state dict).
     resolution, crop_ratio: None means the checkpoint's own (see `resolve`).
     workers: None means this process's share of the cores (distributed.workers_for).
     device: None means this process's GPU if any, else the CPU.
@@ -23,6 +24,7 @@ class EvaluateConfig:
     checkpoint: str
     data: str
     out: str
+    arch: str | None = None
     resolution: int | None = None
     crop_ratio: float | None = None
     batch_size: int = 256
@@ -52,8 +54,11 @@ def _positive(value):
 
 @click.command("evaluate")
 @click.option("--checkpoint", required=True, type=click.Path(),
-              help="Checkpoint to evaluate: one written by `pct train`, or any checkpoint that "
-              "names its architecture (the original research code's).")
+              help="Checkpoint to evaluate: one written by `pct train`, one that names its "
+              "architecture (the original research code's), or a state dict with --arch.")
+@click.option("--arch", default=EvaluateConfig.arch,
+              help="Architecture of the checkpoint's model (`pct models` lists them) [default: "
+              "the one the checkpoint names; needed for a bare state dict].")
 @click.option("--data", required=True, type=click.Path(),
               help="Validation .beton (from `pct write-dataset`).")
 @click.option("--out", required=True, type=click.Path(),

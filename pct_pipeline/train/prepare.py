@@ -11,6 +11,7 @@ import torch.distributed as dist
 from .. import views
 from ..errors import PctError
 from .evaluate import make_loader, own_rows
+from .losses import MODES
 from .teachers import CachedTeachers, OnlineTeachers, check_codec, fidelity_warning
 
 
@@ -22,6 +23,10 @@ def make_val_loader(cfg, val_info, num_classes, d):
 
 
 def make_teachers(cfg, cache, loader, num_classes, d, with_features):
+    """CachedTeachers, OnlineTeachers, or None when the loss has no distillation term (a cache
+    given for BCT alone names the old architecture and is not read per epoch)."""
+    if cfg.loss.mode is None:
+        return None
     if cache is not None:
         check_codec(cache, cfg.loss)
         warning = fidelity_warning(cache, cfg.loss) if d.is_main else None
@@ -51,6 +56,11 @@ def check_options(cfg, train_info, val_info, num_classes):
         raise PctError("give either --teacher-cache or --online-teacher, not both")
     if cfg.loss.mode is not None and not (cfg.teacher_cache or cfg.online_teachers):
         raise PctError(f"--kd-loss-mode {cfg.loss.mode} needs --teacher-cache or --online-teacher")
+    teacher = "--teacher-cache" if cfg.teacher_cache else "--online-teacher"
+    if cfg.loss.mode is None and (cfg.teacher_cache or cfg.online_teachers) \
+            and cfg.loss.bct_loss_weight == 0:
+        raise PctError(f"{teacher} is given without --kd-loss-mode, so the teacher would not be "
+                       f"used; add --kd-loss-mode ({', '.join(MODES)})")
     if cfg.loss.bct_loss_weight > 0 and not cfg.bct_old_model:
         raise PctError(f"--bct-loss-weight {cfg.loss.bct_loss_weight} needs --bct-old-model")
     if cfg.batch_size > train_info.num_samples:

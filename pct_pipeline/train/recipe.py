@@ -37,6 +37,16 @@ def lr_factor(cfg, epoch, step, steps_per_epoch):
     return 0.1 ** (epoch // cfg.lr_step)
 
 
+def schedule_state(cfg, optimizer, epoch):
+    """What a checkpoint records of the learning-rate schedule after `epoch` epochs. The
+    schedule is a function of (epoch, step) (`lr_factor`), so resuming recomputes it; this
+    records it for whoever reads the checkpoint."""
+    return {"lr_schedule": cfg.lr_schedule, "lr_step": cfg.lr_step,
+            "warmup_epochs": cfg.warmup_epochs, "epochs": cfg.epochs, "last_epoch": epoch,
+            "base_lrs": [group["initial_lr"] for group in optimizer.param_groups],
+            "last_lrs": [group["lr"] for group in optimizer.param_groups]}
+
+
 def set_lr(optimizer, factor):
     """Every group's learning rate = its base rate (`initial_lr`) x `factor`."""
     for group in optimizer.param_groups:

@@ -68,7 +68,7 @@ def _run(cfg, d):
     head = None
     if cfg.loss.bct_loss_weight > 0:
         head = bct_head(cfg.bct_old_model, cfg.bct_old_arch or bct_arch(cfg, cache),
-                        models.feature_dim(model), d.device, cfg.trust_checkpoint)
+                        models.feature_dim(model), num_classes, d.device, cfg.trust_checkpoint)
     net = DistributedDataParallel(model) if d.world > 1 else model
     if d.is_main:
         start_run(cfg, out, source, start_epoch, ident, model, optimizer, precision, ema)
@@ -205,9 +205,11 @@ def step_loss(cfg, d, output, labels, old_logits, tap, old_features, head):
 def finish(cfg, model, ema, val, val_info, num_classes, d, out, epoch):
     """Write RUN_DIR/predictions.zarr of the final model, or of its EMA with
     --predictions-of ema (every process its own rows); returns its accuracy. A finished run
-    whose predictions are complete is left as it is."""
+    whose complete predictions are of this epoch's weights is left as it is; predictions of
+    an earlier epoch (a run continued with more epochs) are replaced."""
     path = out / "predictions.zarr"
-    if not cfg.evaluate and epoch >= cfg.epochs and complete_store(path):
+    if not cfg.evaluate and epoch >= cfg.epochs and \
+            predictions_model(path) == (epoch, cfg.predictions_of):
         if d.is_main:
             print(f"{out} is complete ({epoch} of {cfg.epochs} epochs, {path}): nothing to do",
                   flush=True)
@@ -215,7 +217,7 @@ def finish(cfg, model, ema, val, val_info, num_classes, d, out, epoch):
     chosen = ema.module if cfg.predictions_of == "ema" else model
     attrs = {"resolution": cfg.val_resolution or cfg.resolution, "crop_ratio": cfg.crop_ratio,
              "model": {"arch": cfg.arch, "epoch": epoch, "weights": cfg.predictions_of},
-             "config": asdict(cfg)}
+             "teachers": run_checkpoint(cfg, out, d), "config": asdict(cfg)}
     loader, rows = val
     result = write_predictions(path, predict(chosen, loader), rows, val_info, num_classes, d,
                                attrs, f"the {cfg.arch} model of {out}")
@@ -225,11 +227,21 @@ def finish(cfg, model, ema, val, val_info, num_classes, d, out, epoch):
     return result
 
 
-def complete_store(path):
-    """True when `path` is a complete store (its every unit written)."""
+def run_checkpoint(cfg, out, d):
+    """The predictions store's `teachers` entry: the run's checkpoint holding the model (on
+    process 0, which writes the attributes; [] elsewhere or without a checkpoint)."""
+    path = out / "checkpoint.pt"
+    if not d.is_main or not path.is_file():
+        return []
+    return [{"arch": cfg.arch, "sha256": models.sha256_file(path), "path": str(path.resolve())}]
+
+
+def predictions_model(path):
+    """(epoch, weights) of the model whose predictions the complete store `path` holds, or
+    None when there is no complete store."""
     try:
-        store.open_store(path)
+        model = store.open_store(path).attrs.get("model") or {}
     except PctError:
-        return False
-    return True
+        return None
+    return model.get("epoch"), model.get("weights")
 

@@ -132,6 +132,10 @@ class OnlineTeachers:
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             self.members.append(model)
+        dims = [models.feature_dim(model) for model in self.members]
+        if with_features and len(set(dims)) > 1:
+            raise PctError(f"online teachers have different feature sizes {dims}: their "
+                           f"features cannot be averaged for cna")
         self.with_features = with_features
         self.view_of = lambda epoch: epoch
 
@@ -153,13 +157,17 @@ class OnlineTeachers:
         return mean_logits.clone(), (None if mean_features is None else mean_features.clone())
 
 
-def bct_head(path, arch, feature_dim, device, trust=False):
-    """(weight [C, D], bias [C]) of the old model's classifier, frozen, for the BCT loss.
-    `trust`: see models.load_file."""
+def bct_head(path, arch, feature_dim, num_classes, device, trust=False):
+    """(weight [C, D], bias [C]) of the old model's classifier, frozen, for the BCT loss: it
+    must take the new model's feature width and score every one of the data's `num_classes`
+    labels. `trust`: see models.load_file."""
     weight, bias = models.classifier_weights(arch, models.read_state_dict(path, trust))
     if weight.shape[1] != feature_dim:
         raise PctError(f"BCT needs equal feature widths: the old classifier takes "
                        f"{weight.shape[1]}, the new model's features have {feature_dim}")
+    if weight.shape[0] < num_classes:
+        raise PctError(f"BCT: the old classifier of {path} has {weight.shape[0]} classes, the "
+                       f"data has {num_classes}")
     return weight.to(device), bias.to(device)
 
 
