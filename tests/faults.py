@@ -238,13 +238,23 @@ def build_world(root, small_tree, train_beton, val_beton, teacher_ckpt):
     """Copies of the session's data and teacher, and every broken variant the cases use."""
     import zarr
 
+    from pct_pipeline.dataset import write_beton
+
     w = World(root)
     d = root
     for name, src in (("train", train_beton), ("val", val_beton)):
         shutil.copy(src, d / f"{name}.beton")
         shutil.copy(f"{src}.json", d / f"{name}.beton.json")
     w.train, w.val = d / "train.beton", d / "val.beton"
+    # the validation images, their class folders named otherwise from label 3 on
+    w.val_shifted = shutil.copy(w.val, d / "val_shifted.beton")
+    sidecar = json.loads(Path(f"{w.val}.json").read_text())
+    sidecar["classes"] = sidecar["classes"][:3] + [f"other{c}" for c in sidecar["classes"][3:]]
+    Path(f"{w.val_shifted}.json").write_text(json.dumps(sidecar))
     w.tree = shutil.copytree(small_tree, d / "tree")  # an ImageFolder: 10 classes x 12 images
+    # the training labels with the images re-encoded: other images of the same sizes
+    w.train_other = d / "train_other.beton"
+    write_beton(small_tree, w.train_other, max_resolution=32, jpeg_quality=50, workers=1)
     w.teacher = shutil.copy(teacher_ckpt, d / "teacher.pt")
     # data files that are not what they claim
     w.missing = d / "missing.beton"

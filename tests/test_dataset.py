@@ -123,3 +123,16 @@ def test_two_process_loader_covers_each_sample_once(train_beton, tmp_path):
         assert not set(a) & set(b)
         assert sorted(a + b) == list(range(n))
     assert ranks[0][0] != ranks[0][1]  # a new order each epoch
+
+
+def test_images_digest_tells_other_images_from_the_same_images_rewritten(small_tree, train_beton,
+                                                                         tmp_path):
+    """The same images written by 2 processes (another file size) keep the digest; the same
+    labels with the images re-encoded (the same file size here) do not."""
+    again, other = tmp_path / "again.beton", tmp_path / "other.beton"
+    dataset.write_beton(small_tree, again, max_resolution=32, workers=2)
+    dataset.write_beton(small_tree, other, max_resolution=32, jpeg_quality=50, workers=1)
+    first, again, other = (dataset.BetonInfo(p).fingerprint for p in (train_beton, again, other))
+    assert again["images_sha256"] == first["images_sha256"]
+    assert other["labels_sha256"] == first["labels_sha256"]
+    assert other["images_sha256"] != first["images_sha256"]

@@ -15,7 +15,7 @@ from torch import nn
 from conftest import forked
 from pct_pipeline import distributed
 from pct_pipeline.errors import PctError
-from pct_pipeline.train import recipe
+from pct_pipeline.train import checkpoint, recipe
 from pct_pipeline.train.config import TrainConfig
 from pct_pipeline.train.losses import LossConfig, pct_loss
 from pct_pipeline.train.run import train_one_epoch
@@ -227,6 +227,20 @@ def test_resume_checks_and_overwrite(train_beton, val_beton, tmp_path, forks):
     assert fresh.returncode == 0, fresh.stderr
     assert [m["epoch"] for m in metrics(out)] == [1]
     assert json.loads((out / "config.json").read_text())["seed"] == 4
+
+
+def test_a_second_train_into_a_folder_in_use_is_refused(train_beton, val_beton, tmp_path, forks):
+    out = tmp_path / "run"
+    lock = out / ".checkpoint.pt.lock"
+    with checkpoint.RunLock(out):  # held as a running `pct train` holds it
+        refused = train(forks, train_beton, val_beton, out, "--epochs", 1)
+        one_line(refused, f"{out / 'checkpoint.pt'} is being written by another process",
+                 f"lock {lock} is held")
+        assert [p.name for p in out.iterdir()] == [lock.name]  # nothing written
+    assert not lock.exists()
+    done = train(forks, train_beton, val_beton, out, "--epochs", 1)
+    assert done.returncode == 0, done.stderr
+    assert (out / "checkpoint.pt").is_file() and not lock.exists()
 
 
 def test_fp16_grad_scaler_on_cpu_with_cache_accumulation_and_ema(train_beton, val_beton, teacher_ckpt,

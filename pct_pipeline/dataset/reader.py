@@ -12,10 +12,26 @@ import torch
 from ..errors import PctError
 
 
-def fingerprint(labels, size, path):
-    """Dataset identity: resolved path, file size, sample count, sha256 of the int64 labels."""
-    return {"path": str(Path(path).resolve()), "size": int(size), "num_samples": int(len(labels)),
-            "labels_sha256": hashlib.sha256(np.ascontiguousarray(labels, np.int64).tobytes()).hexdigest()}
+def fingerprint(labels, size, path, images=None):
+    """Dataset identity: resolved path, file size, sample count, sha256 of the int64 labels
+    and, given `images` (`image_digest`), the sha256 of every image's shape and encoded size:
+    two data sets of equal labels and equal (page-rounded) file size but other images differ
+    there, while the same images written again (in any order on disk) do not."""
+    out = {"path": str(Path(path).resolve()), "size": int(size), "num_samples": int(len(labels)),
+           "labels_sha256": hashlib.sha256(np.ascontiguousarray(labels, np.int64).tobytes()).hexdigest()}
+    if images is not None:
+        out["images_sha256"] = images
+    return out
+
+
+def image_digest(heights, widths, alloc_table):
+    """sha256 of the images' heights, widths and encoded byte counts, in sample order (from a
+    .beton's allocation table: where the writer put each image varies, its size does not)."""
+    table = np.sort(np.asarray(alloc_table[["sample_id", "size"]]), order=["sample_id", "size"])
+    digest = hashlib.sha256()
+    for part in (heights, widths, table["sample_id"], table["size"]):
+        digest.update(np.ascontiguousarray(part, np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def _check_not_truncated(path):
@@ -51,6 +67,7 @@ class BetonInfo:
             reader = Reader(str(self.path))
             meta = reader.metadata
             fields = list(reader.field_names)
+            allocations = reader.alloc_table
         except (ValueError, OSError, IndexError, KeyError, TypeError) as exc:
             raise PctError(f"not a readable .beton file: {self.path} ({exc})") from None
         if not {"image", "label", "index"} <= set(fields):
@@ -65,7 +82,8 @@ class BetonInfo:
         extra = json.loads(side.read_text()) if side.is_file() else {}
         self.classes = extra.get("classes")
         self.num_classes = int(extra.get("num_classes", int(self.labels.max()) + 1))
-        self.fingerprint = fingerprint(self.labels, self.path.stat().st_size, self.path)
+        self.fingerprint = fingerprint(self.labels, self.path.stat().st_size, self.path,
+                                       image_digest(self.heights, self.widths, allocations))
 
 
 class ViewLoader:

@@ -73,7 +73,8 @@ def identity(attrs):
     dataset = values.pop("dataset") or {}
     # The path is informative only: a moved data set is the same data set.
     pairs = [(f"dataset {key}", dataset.get(key)) for key in ("size", "num_samples",
-                                                               "labels_sha256", "classes")]
+                                                               "labels_sha256", "images_sha256",
+                                                               "classes")]
     return pairs + list(values.items())
 
 

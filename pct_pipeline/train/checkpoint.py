@@ -23,6 +23,7 @@ import torch
 from .. import __version__, models
 from ..errors import PctError, writing
 from ..files import write_text_atomic
+from ..location import Location
 from . import recipe
 
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "config.json", "predictions.zarr", "init.pt")
@@ -94,6 +95,25 @@ def evaluated_checkpoint(cfg, own):
     if (predictions.exists() or predictions.is_symlink()) and not cfg.overwrite:
         raise PctError(f"{predictions} exists (use --overwrite to replace it)")
     return path
+
+
+class RunLock:
+    """The one-writer lock of a run folder: an flock on RUN_DIR/.checkpoint.pt.lock, taken by
+    process 0 before it writes anything there and held until the command ends (the kernel
+    drops it however the process dies). A second `pct train` into the folder is refused,
+    naming the holder. The lock file is removed on release."""
+
+    def __init__(self, out):
+        with writing(out):
+            Path(out).mkdir(parents=True, exist_ok=True)
+        self.inner = Location(Path(out) / "checkpoint.pt").lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        Path(self.inner.name).unlink(missing_ok=True)
+        self.inner.release()
 
 
 def clear_run(out):

@@ -80,9 +80,10 @@ def parse_kwargs(values):
      help="Which samples get the extra focal weight beta: all_pass (every sample weight 1), "
      "old_correct (the teacher is right), neg_flip (the teacher is right and the student is "
      "wrong: a negative flip in the making), new_incorrect (the student is wrong).")
-@opt("--filter-base", type=float, default=L.filter_base,
+@opt("--filter-base", type=click.FloatRange(min=0), default=L.filter_base,
      help="Focal weight alpha: w_i = alpha + beta [filter holds for sample i].")
-@opt("--filter-scale", type=float, default=L.filter_scale, help="Focal weight beta (see --filter-base).")
+@opt("--filter-scale", type=click.FloatRange(min=0), default=L.filter_scale,
+     help="Focal weight beta (see --filter-base).")
 @opt("--cna-temperature", type=click.FloatRange(min=0, min_open=True), default=L.cna_temperature,
      help="tau of cna: cosine similarities are divided by it.")
 @opt("--li-p", type=click.FloatRange(min=1), default=L.li_p,

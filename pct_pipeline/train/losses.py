@@ -229,7 +229,8 @@ class LossConfig:
         if not 0 <= self.kd_alpha <= 1:
             raise PctError(f"kd alpha must be in [0, 1], got {self.kd_alpha}")
         at_least_zero = {"kd loss weight": self.kd_loss_weight, "li margin": self.li_margin,
-                         "bct loss weight": self.bct_loss_weight}
+                         "bct loss weight": self.bct_loss_weight,
+                         "filter base": self.filter_base, "filter scale": self.filter_scale}
         for name, value in at_least_zero.items():
             if not value >= 0:
                 raise PctError(f"{name} must be >= 0, got {value}")

@@ -70,6 +70,24 @@ def check_options(cfg, train_info, val_info, num_classes):
         raise PctError("--predictions-of ema needs --ema-decay (no EMA is kept without it)")
     if val_info.num_classes > num_classes:
         raise PctError(f"validation data has {val_info.num_classes} classes, the model {num_classes}")
+    check_same_classes(train_info, val_info)
+
+
+def check_same_classes(train_info, val_info):
+    """Refuse validation data whose label i names another class than the training data's
+    label i (class folders missing from one of the two shift every later label). Data sets
+    written without class names are not compared."""
+    train, val = train_info.classes, val_info.classes
+    if not train or not val:
+        return
+    for label, (a, b) in enumerate(zip(train, val)):
+        if a != b:
+            raise PctError(f"validation data {val_info.path} has class {b!r} at label {label}, "
+                           f"the training data {train_info.path} has {a!r}: the labels would "
+                           f"not mean the same classes")
+    if len(val) > len(train):
+        raise PctError(f"validation data {val_info.path} has classes the training data "
+                       f"{train_info.path} lacks, e.g. {val[len(train)]!r}")
 
 
 def resolve_views(cfg, cache):

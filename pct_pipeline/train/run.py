@@ -9,7 +9,7 @@ RUN_DIR/predictions.zarr. Re-running the command into its run folder resumes it
 """
 import json
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -31,12 +31,13 @@ from .teachers import bct_head, open_cache
 def run(cfg):
     d = distributed.setup(cfg.device)
     try:
-        return _run(cfg, d)
+        with ExitStack() as held:  # the run folder's lock, once training starts
+            return _run(cfg, d, held)
     finally:
         distributed.cleanup()
 
 
-def _run(cfg, d):
+def _run(cfg, d, held):
     train_info, val_info = BetonInfo(cfg.data), BetonInfo(cfg.val)
     num_classes = cfg.num_classes or train_info.num_classes
     check_options(cfg, train_info, val_info, num_classes)
@@ -70,6 +71,7 @@ def _run(cfg, d):
         head = bct_head(cfg.bct_old_model, cfg.bct_old_arch or bct_arch(cfg, cache),
                         models.feature_dim(model), num_classes, d.device, cfg.trust_checkpoint)
     net = DistributedDataParallel(model) if d.world > 1 else model
+    held.enter_context(lock_run_folder(out, d))
     if d.is_main:
         start_run(cfg, out, source, start_epoch, ident, model, optimizer, precision, ema)
     distributed.barrier()
@@ -92,6 +94,21 @@ def _run(cfg, d):
             end_epoch(cfg, out, stats, ident, model, optimizer, precision, ema, started, start_epoch)
     check_ranks_in_sync(model, d)
     return finish(cfg, model, ema, val, val_info, num_classes, d, out, cfg.epochs)
+
+
+def lock_run_folder(out, d):
+    """Process 0's `checkpoint.RunLock` of the run folder (nothing elsewhere); when another
+    command holds it, every process stops with the same one-line refusal."""
+    lock, problem = nullcontext(), None
+    if d.is_main:
+        try:
+            lock = checkpoint.RunLock(out)
+        except PctError as exc:
+            problem = str(exc)
+    problem = distributed.first_problem(problem)
+    if problem is not None:
+        raise PctError(problem)
+    return lock
 
 
 def start_run(cfg, out, source, start_epoch, ident, model, optimizer, precision, ema):

@@ -20,7 +20,10 @@ def open_cache(path, beton, num_classes, need_features):
     """Open a teacher cache and check it against the training data; returns the Store."""
     cache = open_store(path, kind="teacher-cache")
     fp, have = beton.fingerprint, cache.attrs.get("dataset", {})
-    for key in ("num_samples", "labels_sha256", "size"):
+    # The images' digest when the cache has it (the file size depends on how the writer
+    # packed the file, e.g. its worker count); a cache made before it was recorded: the size.
+    images = "images_sha256" if "images_sha256" in have else "size"
+    for key in ("num_samples", "labels_sha256", images):
         if have.get(key) != fp[key]:
             raise PctError(f"teacher cache {path} was made from other data: dataset {key} "
                            f"{have.get(key)!r} in the cache, {fp[key]!r} in {beton.path}")
