@@ -266,6 +266,8 @@ def build_world(root, small_tree, train_beton, val_beton, teacher_ckpt):
     w.empty_beton.touch()
     w.text_beton = d / "notes.beton"
     w.text_beton.write_text("this is not a dataset\n")
+    w.script_beton = d / "script.beton"  # text long enough to be read as a header
+    w.script_beton.write_text("import numpy as np\n" * 100)
     # checkpoints
     w.missing_pt = d / "missing.pt"
     w.folder_pt = d / "folder.pt"

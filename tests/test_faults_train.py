@@ -10,6 +10,8 @@ CASES = [
       lambda w: ["dataset is a folder", f"{w.folder}"]),
     C("train", "--data truncated .beton", lambda w: train(w, data=w.trunc_beton),
       lambda w: [f"truncated .beton file: {w.trunc_beton}"]),
+    C("train", "--data a text file", lambda w: train(w, data=w.script_beton),
+      lambda w: ["not a readable .beton file", f"{w.script_beton}", "not an FFCV"]),
     C("train", "--val empty file", lambda w: train(w, val=w.empty_beton),
       lambda w: ["not a readable .beton file", f"{w.empty_beton}"]),
     C("train", "--data unreadable", lambda w: train(w, data=w.secret_beton),

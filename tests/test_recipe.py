@@ -265,3 +265,24 @@ def test_fp16_grad_scaler_on_cpu_with_cache_accumulation_and_ema(train_beton, va
     assert lines[0]["lr"] == pytest.approx(0.1 * 2 / 2)  # 2 optimizer steps per epoch: 2/2 at step 1
     prediction_attrs = json.loads((out / "predictions.zarr" / "zarr.json").read_text())["attributes"]
     assert prediction_attrs["model"]["weights"] == "ema"
+
+
+def test_evaluate_flag_writes_a_checkpoint_predictions_at_its_resolution(train_beton, val_beton,
+                                                                         tmp_path, forks):
+    import numpy as np
+
+    from pct_pipeline import store
+
+    run = tmp_path / "run"
+    assert train(forks, train_beton, val_beton, run, "--epochs", 1).returncode == 0
+    copy = tmp_path / "copy"  # no --resolution: the checkpoint's run validated at RES
+    result = forked(forks, "train", "--data", train_beton, "--val", val_beton, "--out", copy,
+                    "--arch", "cnn_small", "--batch-size", 16, "-j", 1, "-e",
+                    "--resume", run / "checkpoint.pt")
+    assert result.returncode == 0, result.stderr
+    assert f"at {RES} px" in result.stdout
+    trained, evaluated = (store.open_store(p / "predictions.zarr") for p in (run, copy))
+    assert evaluated.attrs["resolution"] == RES
+    assert np.array_equal(trained.logits(0), evaluated.logits(0))
+    ckpt = run / "checkpoint.pt"
+    assert evaluated.attrs["teachers"][0]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()

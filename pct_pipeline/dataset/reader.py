@@ -37,12 +37,15 @@ def image_digest(heights, widths, alloc_table):
 def _check_not_truncated(path):
     """PctError unless the file reaches the end of the allocation table its header promises
     (ffcv writes that table last, so a cut-off copy lacks some of it)."""
-    from ffcv.types import ALLOC_TABLE_TYPE, HeaderType
+    from ffcv.types import ALLOC_TABLE_TYPE, CURRENT_VERSION, HeaderType
 
     size = path.stat().st_size
     if size < HeaderType.itemsize:
         return  # too short to be a .beton at all: the reader says so
     header = np.fromfile(path, dtype=HeaderType, count=1)[0]
+    if int(header["version"]) != CURRENT_VERSION:
+        raise PctError(f"not a readable .beton file: {path} (its first bytes are not an FFCV "
+                       f"version {CURRENT_VERSION} header)")
     table = int(header["alloc_table_ptr"])
     # every sample has at least its image allocated
     needed = table + int(header["num_samples"]) * ALLOC_TABLE_TYPE.itemsize

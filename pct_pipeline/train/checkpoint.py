@@ -97,6 +97,16 @@ def evaluated_checkpoint(cfg, own):
     return path
 
 
+def validated_resolution(path, cfg):
+    """The validation resolution of the run that wrote checkpoint `path` (its config's
+    val_resolution, else resolution), or None when it does not say."""
+    saved = models.load_file(path, cfg.trust_checkpoint)
+    config = saved.get("config") if isinstance(saved, dict) else None
+    config = config if isinstance(config, dict) else {}
+    value = config.get("val_resolution") or config.get("resolution")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 class RunLock:
     """The one-writer lock of a run folder: an flock on RUN_DIR/.checkpoint.pt.lock, taken by
     process 0 before it writes anything there and held until the command ends (the kernel

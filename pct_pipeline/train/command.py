@@ -162,7 +162,8 @@ def parse_kwargs(values):
 @opt("--overwrite", is_flag=True,
      help="Start afresh in a run folder that holds a run, replacing its files.")
 @opt("--evaluate", "-e", is_flag=True,
-     help="Only write the predictions of the checkpoint (--resume, else RUN_DIR's).")
+     help="Only write the predictions of the checkpoint (--resume, else RUN_DIR's), at the "
+     "resolution its run validated at unless --resolution / --val-resolution say otherwise.")
 @opt("--save-init-checkpoint", is_flag=True, help="Also save the initial weights as RUN_DIR/init.pt.")
 @opt("--epochs-per-save", type=click.IntRange(min=0), default=T.epochs_per_save,
      help="Also keep checkpoint_epoch_K.pt every K epochs (0: never).")

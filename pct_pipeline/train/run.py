@@ -42,6 +42,8 @@ def _run(cfg, d, held):
     num_classes = cfg.num_classes or train_info.num_classes
     check_options(cfg, train_info, val_info, num_classes)
     source = checkpoint.resume_source(cfg)
+    if cfg.evaluate and cfg.resolution is None and cfg.val_resolution is None:
+        cfg = replace(cfg, val_resolution=checkpoint.validated_resolution(source, cfg))
     cnaish = cfg.loss.mode == "cna"
     cache = open_cache(cfg.teacher_cache, train_info, num_classes, cnaish) if cfg.teacher_cache else None
     cfg = replace(resolve_views(cfg, cache), workers=distributed.workers_for(cfg.workers))
@@ -60,7 +62,7 @@ def _run(cfg, d, held):
     recipe.apply_options(optimizer, cfg, lr)  # the schedule of this command, from where it is
     val = make_val_loader(cfg, val_info, num_classes, d)
     if cfg.evaluate or start_epoch >= cfg.epochs:
-        return finish(cfg, model, ema, val, val_info, num_classes, d, out, start_epoch)
+        return finish(cfg, model, ema, val, val_info, num_classes, d, out, start_epoch, source)
     train_loader = ViewLoader(cfg.data, cfg.batch_size, cfg.resolution, cfg.workers,
                               order="random", seed=cfg.seed, distributed=d.world > 1,
                               drop_last=True, device=d.device, view_seed=cfg.view_seed,
@@ -219,9 +221,10 @@ def step_loss(cfg, d, output, labels, old_logits, tap, old_features, head):
     return loss + (1 - a) * models.aux_loss(output, labels), parts
 
 
-def finish(cfg, model, ema, val, val_info, num_classes, d, out, epoch):
+def finish(cfg, model, ema, val, val_info, num_classes, d, out, epoch, source=None):
     """Write RUN_DIR/predictions.zarr of the final model, or of its EMA with
-    --predictions-of ema (every process its own rows); returns its accuracy. A finished run
+    --predictions-of ema (every process its own rows), loaded from checkpoint `source` (else
+    the run's own); returns its accuracy. A finished run
     whose complete predictions are of this epoch's weights is left as it is; predictions of
     an earlier epoch (a run continued with more epochs) are replaced."""
     path = out / "predictions.zarr"
@@ -234,20 +237,22 @@ def finish(cfg, model, ema, val, val_info, num_classes, d, out, epoch):
     chosen = ema.module if cfg.predictions_of == "ema" else model
     attrs = {"resolution": cfg.val_resolution or cfg.resolution, "crop_ratio": cfg.crop_ratio,
              "model": {"arch": cfg.arch, "epoch": epoch, "weights": cfg.predictions_of},
-             "teachers": run_checkpoint(cfg, out, d), "config": asdict(cfg)}
+             "teachers": checkpoint_entry(cfg, source or out / "checkpoint.pt", d),
+             "config": asdict(cfg)}
     loader, rows = val
     result = write_predictions(path, predict(chosen, loader), rows, val_info, num_classes, d,
                                attrs, f"the {cfg.arch} model of {out}")
     if d.is_main:
-        print(f"final: top1 {result['top1']:.4f} top5 {result['top5']:.4f} -> "
+        print(f"final: top1 {result['top1']:.4f} top5 {result['top5']:.4f} at "
+              f"{attrs['resolution']} px -> "
               f"{out / 'predictions.zarr'}", flush=True)
     return result
 
 
-def run_checkpoint(cfg, out, d):
-    """The predictions store's `teachers` entry: the run's checkpoint holding the model (on
-    process 0, which writes the attributes; [] elsewhere or without a checkpoint)."""
-    path = out / "checkpoint.pt"
+def checkpoint_entry(cfg, path, d):
+    """The predictions store's `teachers` entry: the checkpoint holding the model (on process
+    0, which writes the attributes; [] elsewhere or without a checkpoint)."""
+    path = Path(path)
     if not d.is_main or not path.is_file():
         return []
     return [{"arch": cfg.arch, "sha256": models.sha256_file(path), "path": str(path.resolve())}]
