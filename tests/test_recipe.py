@@ -223,6 +223,11 @@ def test_resume_checks_and_overwrite(train_beton, val_beton, tmp_path, forks):
              "cnn_small checkpoint, --arch is cnn_wide")
     noted = train(forks, train_beton, val_beton, out, "--epochs", 2, "--label-smoothing", "0.1", "--seed", 9)
     assert noted.returncode == 0 and "pct: note: resuming" in noted.stdout and "seed 9" in noted.stdout
+    other_val = train(forks, train_beton, train_beton, out, "--epochs", 3, "--label-smoothing", "0.1",
+                      "--seed", 9)  # validated on another set from epoch 3 on: said, not refused
+    assert other_val.returncode == 0, other_val.stderr
+    assert f"with validation {train_beton.resolve()} (120 samples" in other_val.stdout
+    assert f"(it was trained with {val_beton.resolve()} (" in other_val.stdout
     fresh = train(forks, train_beton, val_beton, out, "--epochs", 1, "--seed", 4, "--overwrite")
     assert fresh.returncode == 0, fresh.stderr
     assert [m["epoch"] for m in metrics(out)] == [1]

@@ -28,7 +28,7 @@ from . import recipe
 
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "config.json", "predictions.zarr", "init.pt")
 REFUSED = ("arch", "num_classes", "model_kwargs", "data", "teacher_cache", "loss")
-NOTED = ("seed", "world", "batch_size")
+NOTED = ("seed", "world", "batch_size", "validation")
 
 
 def plain(obj):
@@ -36,9 +36,13 @@ def plain(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-def identity(cfg, num_classes, train_info, cache, world):
+def identity(cfg, num_classes, train_info, cache, world, val_info=None):
     """What a checkpoint must share with the command that resumes it (and what it may not)."""
     data = {k: train_info.fingerprint[k] for k in ("size", "num_samples", "labels_sha256")}
+    validation = None
+    if val_info is not None:
+        fp = val_info.fingerprint
+        validation = f"{fp['path']} ({fp['num_samples']} samples, labels {fp['labels_sha256'][:12]})"
     teacher_cache = None
     if cache is not None:
         keep = ("teachers", "views", "view_seed", "resolution", "scale", "ratio", "flip", "dtype",
@@ -51,7 +55,7 @@ def identity(cfg, num_classes, train_info, cache, world):
     return plain({"arch": cfg.arch, "num_classes": num_classes,
                   "model_kwargs": dict(cfg.model_kwargs), "data": data,
                   "teacher_cache": teacher_cache, "loss": loss, "seed": cfg.seed, "world": world,
-                  "batch_size": cfg.batch_size})
+                  "batch_size": cfg.batch_size, "validation": validation})
 
 
 def run_files(out):
@@ -189,8 +193,8 @@ def check_identity(path, saved, current):
             raise PctError(f"--resume {path} was trained with {what}: resuming would mix two "
                            f"runs (use another --out, or --overwrite to start again)")
     if int(os.environ.get("RANK", 0)) == 0:
-        for key in NOTED:
-            if saved.get(key) != current[key]:
+        for key in NOTED:  # (a key the checkpoint predates is not noted)
+            if key in saved and saved[key] != current[key]:
                 print(f"pct: note: resuming {path} with {key} {current[key]} (it was trained "
                       f"with {saved.get(key)})", flush=True)
 

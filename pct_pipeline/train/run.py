@@ -47,7 +47,7 @@ def _run(cfg, d, held):
     cnaish = cfg.loss.mode == "cna"
     cache = open_cache(cfg.teacher_cache, train_info, num_classes, cnaish) if cfg.teacher_cache else None
     cfg = replace(resolve_views(cfg, cache), workers=distributed.workers_for(cfg.workers))
-    ident = checkpoint.identity(cfg, num_classes, train_info, cache, d.world)
+    ident = checkpoint.identity(cfg, num_classes, train_info, cache, d.world, val_info)
     torch.manual_seed(cfg.seed)
     model = models.build_model(cfg.arch, num_classes, pretrained=cfg.pretrained,
                                **dict(cfg.model_kwargs))
