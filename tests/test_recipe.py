@@ -291,3 +291,14 @@ def test_evaluate_flag_writes_a_checkpoint_predictions_at_its_resolution(train_b
     assert np.array_equal(trained.logits(0), evaluated.logits(0))
     ckpt = run / "checkpoint.pt"
     assert evaluated.attrs["teachers"][0]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+
+def test_resume_refusal_names_the_setting_that_matters():
+    """A changed loss mode is named before the settings that follow from it; a teacher cache
+    given to one of the two runs is said in words, not as the cache's identity."""
+    assert checkpoint._difference("loss", {"mode": "kl", "filter_base": 1.0},
+                                  {"mode": "l2", "filter_base": 0.0}) == "loss mode 'kl', this command 'l2'"
+    assert checkpoint._difference("teacher_cache", {"views": 2}, None) == \
+        "a teacher cache, this command none"
+    assert checkpoint._difference("teacher_cache", None, {"views": 2}) == \
+        "no teacher cache, this command one"

@@ -200,10 +200,15 @@ def check_identity(path, saved, current):
 
 
 def _difference(key, there, here):
+    """The first differing setting of `key` (a loss's mode before its other settings), or
+    that one side has none (a teacher cache given to only one of the two)."""
     if isinstance(there, dict) and isinstance(here, dict):
-        for name in sorted(set(there) | set(here)):
+        for name in sorted(set(there) | set(here), key=lambda n: (n != "mode", n)):
             if there.get(name) != here.get(name):
                 return f"{key} {name} {there.get(name)!r}, this command {here.get(name)!r}"
+    if here is None or there is None:
+        return (f"a {key.replace('_', ' ')}, this command none" if here is None else
+                f"no {key.replace('_', ' ')}, this command one")
     return f"{key} {there!r}, this command {here!r}"
 
 
