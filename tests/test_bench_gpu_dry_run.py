@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # about a minute on 2 cores; run with -m slow (and before a GPU run)
 def test_gpu_check_dry_run_writes_every_figure(tmp_path):
     out = tmp_path / "gpu.json"
     proc = subprocess.run(
