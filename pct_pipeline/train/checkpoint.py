@@ -6,7 +6,8 @@ command run again into the same folder (a cluster re-queue) resumes from checkpo
 (`--resume auto`, the default); a finished run is left as it is. `--overwrite` starts afresh,
 removing only the run's own files. Resuming checks that the checkpoint was trained on the
 same data, teacher cache, loss and model (refused otherwise, naming the setting and both
-values) and notes a changed seed, process count or batch size.
+values) and notes a changed seed, process count, batch size or validation set. While a
+command trains, process 0 holds the folder's `RunLock`.
 
 Checkpoints hold tensors, dicts, lists and plain values only (models.load_file reads them as
 data): model, model_ema, optimizer, scheduler (the learning-rate schedule's settings and
