@@ -60,7 +60,7 @@ def main(argv=None):
         paths = [write_model(Path(tmp) / f"model{i}.zarr", labels, args.classes, seed=i + 1)
                  for i in range(args.models)]
         cfg = AnalyzeConfig(old=paths[0], new=tuple(paths[1:]), bootstrap=args.bootstrap,
-                            json_out=str(Path(tmp) / "report.json"))
+                            json_out=str(Path(tmp) / "report.json"), overwrite=True)
         load = timed(lambda: [load_predictions(p) for p in paths], args.repeats)
         with contextlib.redirect_stdout(io.StringIO()):  # the table itself is not the point
             end_to_end = timed(lambda: run(cfg), args.repeats)
