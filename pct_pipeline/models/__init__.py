@@ -12,15 +12,15 @@ from .architectures import (AUX_HEADS, CLASSIFIER_ATTRS, INCEPTION_AUX_MIN, LOCA
                             SmallCNN, autocast, aux_loss, available_models, build_model,
                             classifier_key, classifier_name, classifier_weights, feature_dim,
                             hub_weights, input_requirement, main_logits, shape_only_model,
-                            torchvision_models)
-from .checkpoints import (checkpoint_num_classes, checkpoint_state, load_file, load_model,
-                          load_weights, read_checkpoint, read_state_dict, save_atomic,
+                            shared_feature_dim, torchvision_models)
+from .checkpoints import (checkpoint_num_classes, checkpoint_record, checkpoint_state, load_file,
+                          load_model, load_weights, read_checkpoint, read_state_dict, save_atomic,
                           sha256_file)
 from .tap import FeatureTap
 
 __all__ = ["AUX_HEADS", "CLASSIFIER_ATTRS", "INCEPTION_AUX_MIN", "LOCAL_MODELS", "SmallCNN",
            "autocast", "aux_loss", "available_models", "build_model", "classifier_key",
            "classifier_name", "classifier_weights", "feature_dim", "hub_weights",
-           "input_requirement", "main_logits", "shape_only_model", "torchvision_models",
-           "checkpoint_num_classes", "checkpoint_state", "load_file", "load_model", "load_weights",
+           "input_requirement", "main_logits", "shape_only_model", "shared_feature_dim",
+           "torchvision_models", "checkpoint_num_classes", "checkpoint_record", "checkpoint_state", "load_file", "load_model", "load_weights",
            "read_checkpoint", "read_state_dict", "save_atomic", "sha256_file", "FeatureTap"]

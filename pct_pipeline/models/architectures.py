@@ -270,6 +270,15 @@ def feature_dim(model):
     return layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
 
 
+def shared_feature_dim(members, who, consequence):
+    """Width D of the features of every model in `members`; PctError naming `who`, every
+    width and `consequence` when they differ (their features cannot be averaged)."""
+    dims = [feature_dim(model) for model in members]
+    if len(set(dims)) > 1:
+        raise PctError(f"{who} have different feature sizes {dims}: {consequence}")
+    return dims[0]
+
+
 def autocast(device, dtype=None):
     """The autocast context of `device` (a torch.device or its type, e.g. "cuda") in `dtype`
     (torch.bfloat16 or torch.float16); float32 when `dtype` is None, also inside an enclosing

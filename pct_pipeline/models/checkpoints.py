@@ -28,6 +28,11 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+def checkpoint_record(arch, path):
+    """{arch, sha256, path}: how a store's `teachers` attribute names a checkpoint (§Store)."""
+    return {"arch": arch, "sha256": sha256_file(path), "path": str(Path(path).resolve())}
+
+
 def read_state_dict(path, trust=False):
     """The state dict in a checkpoint file: a bare state dict, or a dict with 'model' or
     'state_dict' (as `pct train` and the original research code write); 'module.' stripped.

@@ -1,7 +1,6 @@
 """The store a precompute run writes: its lock, its attributes, and the check that an
 existing store was made by the same command (so a rerun resumes it, never mixes two runs).
 `out` is a store location (a path or a URL, see location.py)."""
-from pathlib import Path
 
 from .. import __version__, codecs, models, store, views
 from ..errors import PctError
@@ -55,8 +54,7 @@ def store_attributes(cfg, info, teachers):
         "kind": cfg.kind, "split": cfg.split_name, "views": cfg.num_views,
         "view_seed": cfg.view_seed, "resolution": cfg.resolution, "scale": list(cfg.scale),
         "ratio": list(cfg.ratio), "flip": cfg.flip, "eval_view": cfg.eval_view, "crop_ratio": cfg.crop_ratio,
-        "teachers": [{"arch": t.arch, "sha256": models.sha256_file(t.path),
-                      "path": str(Path(t.path).resolve())} for t in teachers],
+        "teachers": [models.checkpoint_record(t.arch, t.path) for t in teachers],
         "ensemble": "mean-logits", "dataset": dict(info.fingerprint, classes=info.classes),
         "pct_version": __version__, "config": cfg.as_dict(), **codecs.parse(cfg.codec).attrs(),
     }

@@ -95,10 +95,8 @@ def load_teachers(cfg, num_classes, device):
             model = model.to(device, memory_format=torch.channels_last)
         teachers.append(Teacher(arch, str(path), model.eval()))
     if cfg.store_features:
-        dims = [models.feature_dim(t.model) for t in teachers]
-        if len(set(dims)) > 1:
-            raise PctError(f"ensemble members have different feature sizes {dims}: features "
-                           f"cannot be averaged (drop --store-features)")
+        models.shared_feature_dim([t.model for t in teachers], "ensemble members",
+                                  "features cannot be averaged (drop --store-features)")
     return teachers
 
 

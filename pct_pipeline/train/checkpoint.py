@@ -37,13 +37,11 @@ def plain(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-def identity(cfg, num_classes, train_info, cache, world, val_info=None):
+def identity(cfg, num_classes, train_info, cache, world, val_info):
     """What a checkpoint must share with the command that resumes it (and what it may not)."""
     data = {k: train_info.fingerprint[k] for k in ("size", "num_samples", "labels_sha256")}
-    validation = None
-    if val_info is not None:
-        fp = val_info.fingerprint
-        validation = f"{fp['path']} ({fp['num_samples']} samples, labels {fp['labels_sha256'][:12]})"
+    fp = val_info.fingerprint
+    validation = f"{fp['path']} ({fp['num_samples']} samples, labels {fp['labels_sha256'][:12]})"
     teacher_cache = None
     if cache is not None:
         keep = ("teachers", "views", "view_seed", "resolution", "scale", "ratio", "flip", "dtype",

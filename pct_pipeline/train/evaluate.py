@@ -15,7 +15,6 @@ samples are exactly the ones the negative flip rate counts.
 """
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -168,12 +167,11 @@ def evaluate_checkpoint(cfg):
         if d.is_main and cfg.overwrite:
             remove_output(cfg.out)
         distributed.barrier()
-        sha256 = models.sha256_file(cfg.checkpoint)
+        record = models.checkpoint_record(arch, cfg.checkpoint)
         attrs = {"resolution": cfg.resolution, "crop_ratio": cfg.crop_ratio,
-                 "model": {"arch": arch, "checkpoint": str(cfg.checkpoint), "sha256": sha256},
-                 "teachers": [{"arch": arch, "sha256": sha256,
-                               "path": str(Path(cfg.checkpoint).resolve())}],
-                 "config": asdict(cfg)}
+                 "model": {"arch": arch, "checkpoint": str(cfg.checkpoint),
+                           "sha256": record["sha256"]},
+                 "teachers": [record], "config": asdict(cfg)}
         try:
             result = write_predictions(cfg.out, predict(model, loader), rows, val_info, classes,
                                        d, attrs, f"checkpoint {cfg.checkpoint}",

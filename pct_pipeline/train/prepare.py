@@ -56,9 +56,9 @@ def check_options(cfg, train_info, val_info, num_classes):
         raise PctError("give either --teacher-cache or --online-teacher, not both")
     if cfg.loss.mode is not None and not (cfg.teacher_cache or cfg.online_teachers):
         raise PctError(f"--kd-loss-mode {cfg.loss.mode} needs --teacher-cache or --online-teacher")
-    teacher = "--teacher-cache" if cfg.teacher_cache else "--online-teacher"
     if cfg.loss.mode is None and (cfg.teacher_cache or cfg.online_teachers) \
             and cfg.loss.bct_loss_weight == 0:
+        teacher = "--teacher-cache" if cfg.teacher_cache else "--online-teacher"
         raise PctError(f"{teacher} is given without --kd-loss-mode, so the teacher would not be "
                        f"used; add --kd-loss-mode ({', '.join(MODES)})")
     if cfg.loss.bct_loss_weight > 0 and not cfg.bct_old_model:

@@ -224,9 +224,9 @@ def step_loss(cfg, d, output, labels, old_logits, tap, old_features, head):
 def finish(cfg, model, ema, val, val_info, num_classes, d, out, epoch, source=None):
     """Write RUN_DIR/predictions.zarr of the final model, or of its EMA with
     --predictions-of ema (every process its own rows), loaded from checkpoint `source` (else
-    the run's own); returns its accuracy. A finished run
-    whose complete predictions are of this epoch's weights is left as it is; predictions of
-    an earlier epoch (a run continued with more epochs) are replaced."""
+    the run's own); returns its accuracy. A finished run whose complete predictions are of
+    this epoch's weights is left as it is; predictions of an earlier epoch (a run continued
+    with more epochs) are replaced."""
     path = out / "predictions.zarr"
     if not cfg.evaluate and epoch >= cfg.epochs and \
             predictions_model(path) == (epoch, cfg.predictions_of):
@@ -255,7 +255,7 @@ def checkpoint_entry(cfg, path, d):
     path = Path(path)
     if not d.is_main or not path.is_file():
         return []
-    return [{"arch": cfg.arch, "sha256": models.sha256_file(path), "path": str(path.resolve())}]
+    return [models.checkpoint_record(cfg.arch, path)]
 
 
 def predictions_model(path):

@@ -135,10 +135,9 @@ class OnlineTeachers:
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             self.members.append(model)
-        dims = [models.feature_dim(model) for model in self.members]
-        if with_features and len(set(dims)) > 1:
-            raise PctError(f"online teachers have different feature sizes {dims}: their "
-                           f"features cannot be averaged for cna")
+        if with_features:
+            models.shared_feature_dim(self.members, "online teachers",
+                                      "their features cannot be averaged for cna")
         self.with_features = with_features
         self.view_of = lambda epoch: epoch
 
