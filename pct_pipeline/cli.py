@@ -15,14 +15,23 @@ from . import __version__
 from .errors import PctError
 from .options import option_name
 
+# name: (where the command lives, its line in `pct --help`). `pct --help` prints these lines
+# without importing any command, so it never pays for torch or ffcv either.
 COMMANDS = {
-    "write-dataset": "pct_pipeline.dataset_command:write_dataset",
-    "precompute-teachers": "pct_pipeline.precompute.command:precompute_teachers",
-    "train": "pct_pipeline.train.command:train",
-    "evaluate": "pct_pipeline.train.evaluate_command:evaluate",
-    "analyze": "pct_pipeline.analyze.command:analyze",
-    "cache-fidelity": "pct_pipeline.cache_fidelity:cache_fidelity",
-    "models": "pct_pipeline.models_command:models",
+    "write-dataset": ("pct_pipeline.dataset_command:write_dataset",
+                      "Convert an ImageFolder tree into an FFCV .beton."),
+    "precompute-teachers": ("pct_pipeline.precompute.command:precompute_teachers",
+                            "Run the old model(s) over V views; store their logits."),
+    "train": ("pct_pipeline.train.command:train",
+              "Train a new model, optionally distilling from teachers."),
+    "evaluate": ("pct_pipeline.train.evaluate_command:evaluate",
+                 "Write a checkpoint's predictions for `pct analyze`."),
+    "analyze": ("pct_pipeline.analyze.command:analyze",
+                "Accuracy and negative flips of NEW models vs the OLD."),
+    "cache-fidelity": ("pct_pipeline.cache_fidelity:cache_fidelity",
+                       "How closely a teacher cache matches exact logits."),
+    "models": ("pct_pipeline.models_command:models",
+               "List architectures, their sizes and feature widths."),
 }
 
 
@@ -33,8 +42,15 @@ class LazyGroup(click.Group):
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        module, attr = COMMANDS[name].split(":")
-        return getattr(importlib.import_module(module), attr)
+        target, summary = COMMANDS[name]
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        command.short_help = summary
+        return command
+
+    def format_commands(self, ctx, formatter):
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
 
 @click.group(cls=LazyGroup,

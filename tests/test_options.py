@@ -1,5 +1,7 @@
 """Option spellings through the real `pct` group (click's CliRunner) and the ARCH=PATH parser."""
 import re
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -17,6 +19,19 @@ def test_help_lists_each_option_once_with_dashes(command):
     declared = [line.split()[0].rstrip(",") for line in result.output.splitlines()
                 if re.match(r"\s{2}-", line)]
     assert len(declared) == len(set(declared)), declared
+
+
+def test_top_level_help_lists_every_command_without_importing_one():
+    script = ("import sys\nfrom pct_pipeline.cli import main\ntry:\n    main(['--help'])\n"
+              "except SystemExit:\n    pass\n"
+              "print(sorted(m for m in ('torch', 'ffcv', 'numba', 'zarr') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    *help_lines, imported = result.stdout.splitlines()
+    assert imported == "[]"
+    listed = " ".join(" ".join(help_lines).split())
+    for name, (_, summary) in COMMANDS.items():
+        assert f"{name} {summary}" in listed, listed
 
 
 def test_underscore_spellings_name_the_same_options_and_leave_values_alone(tmp_path):
