@@ -4,19 +4,15 @@ A view ``v`` of sample ``i`` is a RandomResizedCrop box plus a horizontal flip g
 ``params(view_seed, v, i, H, W, scale, ratio, flip)``, a pure function built on a
 counter-based hash (splitmix64). The augmentation itself is data: the crop's area range
 ``scale``, its aspect-ratio range ``ratio`` and the flip probability ``flip`` (0 disables it)
-are options of both stages and attributes of a teacher cache. The FFCV decoder below computes the same box inside the loader, so the pixels
-of (view_seed, v, i) are identical whatever the order, batch size, worker count or process.
+are options of both stages and attributes of a teacher cache. The loader's FFCV decoder
+(dataset/decoder.py) computes the same box with these functions, so the pixels of
+(view_seed, v, i) are identical whatever the order, batch size, worker count or process.
 The evaluation view is a deterministic centre crop (ratio 224/256 by default) without flip.
 """
-import ctypes
 import math
 
 import numpy as np
 from numba import njit
-
-from ffcv.fields.rgb_image import IMAGE_MODES, ResizedCropRGBImageDecoder
-from ffcv.libffcv import imdecode, lib, resize_crop
-from ffcv.pipeline.compiler import Compiler
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -122,89 +118,6 @@ def crop_boxes(view_seed, view, heights, widths, scale=DEFAULT_SCALE, ratio=DEFA
             out[row] = params(view_seed, view, int(i), h, w, scale[0], scale[1], ratio[0],
                               ratio[1], float(flip))
     return out
-
-
-_copy_bytes = lib.my_memcpy
-_copy_bytes.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64]
-
-
-class ViewDecoder(ResizedCropRGBImageDecoder):
-    """FFCV decoder: JPEG decode, crop box of the current view, resize, flip.
-
-    The view index lives in a one-element array read at run time through its address, so
-    ``set_view`` changes the view between epochs without recompiling the pipeline.
-    """
-
-    def __init__(self, output_size, view_seed=0, scale=DEFAULT_SCALE, ratio=DEFAULT_RATIO,
-                 eval_view=False, crop_ratio=DEFAULT_CROP_RATIO, flip=DEFAULT_FLIP):
-        super().__init__(output_size)
-        self.view_seed = int(view_seed)
-        self.scale = tuple(float(s) for s in scale)
-        self.ratio = tuple(float(r) for r in ratio)
-        self.flip = float(flip)
-        self.eval_view = bool(eval_view)
-        self.crop_ratio = float(crop_ratio)
-        self.view_cell = np.zeros(1, np.int64)
-
-    def set_view(self, view):
-        self.view_cell[0] = int(view)
-
-    def get_crop_generator(self):  # the box comes from params(); ffcv's hook is unused
-        return None
-
-    def generate_code(self):
-        jpg = IMAGE_MODES['jpg']
-        mem_read = self.memory_read
-        my_range = Compiler.get_iterator()
-        imdecode_c = Compiler.compile(imdecode)
-        resize_crop_c = Compiler.compile(resize_crop)
-        copy_bytes = _copy_bytes
-        view_addr = self.view_cell.ctypes.data
-        view_seed, eval_view, crop_ratio = self.view_seed, self.eval_view, self.crop_ratio
-        s_lo, s_hi = self.scale
-        r_lo, r_hi = self.ratio
-        flip_p = self.flip
-        box_of, eval_box_of = params, eval_params
-
-        def decode(batch_indices, my_storage, metadata, storage_state):
-            destination, temp_storage = my_storage
-            view_now = np.zeros(1, np.int64)
-            copy_bytes(view_addr, view_now.ctypes.data, 8)
-            view = view_now[0]
-            for dst_ix in my_range(len(batch_indices)):
-                source_ix = batch_indices[dst_ix]
-                field = metadata[source_ix]
-                image_data = mem_read(field['data_ptr'], storage_state)
-                height = np.uint32(field['height'])
-                width = np.uint32(field['width'])
-                if field['mode'] == jpg:
-                    temp_buffer = temp_storage[dst_ix]
-                    imdecode_c(image_data, temp_buffer, height, width, height, width,
-                               0, 0, 1, 1, False, False)
-                    temp_buffer = temp_buffer.reshape(-1)[:3 * height * width]
-                    temp_buffer = temp_buffer.reshape(height, width, 3)
-                else:
-                    temp_buffer = image_data.reshape(height, width, 3)
-                if eval_view:
-                    top, left, h, w, flip = eval_box_of(np.int64(height), np.int64(width), crop_ratio)
-                else:
-                    top, left, h, w, flip = box_of(view_seed, view, np.int64(source_ix),
-                                                   np.int64(height), np.int64(width),
-                                                   s_lo, s_hi, r_lo, r_hi, flip_p)
-                out = destination[dst_ix]
-                resize_crop_c(temp_buffer, top, top + h, left, left + w, out)
-                if flip:
-                    out_w = out.shape[1]
-                    for col in range(out_w // 2):
-                        for row in range(out.shape[0]):
-                            for ch in range(3):
-                                a = out[row, col, ch]
-                                out[row, col, ch] = out[row, out_w - 1 - col, ch]
-                                out[row, out_w - 1 - col, ch] = a
-            return destination[:len(batch_indices)]
-
-        decode.is_parallel = True
-        return decode
 
 
 def decode_jpeg(jpeg_bytes):

@@ -21,17 +21,29 @@ def test_help_lists_each_option_once_with_dashes(command):
     assert len(declared) == len(set(declared)), declared
 
 
-def test_top_level_help_lists_every_command_without_importing_one():
-    script = ("import sys\nfrom pct_pipeline.cli import main\ntry:\n    main(['--help'])\n"
+def help_and_imports(*args):
+    """(the help text of `pct ARGS --help`, the heavy libraries it imported), in a new process."""
+    script = (f"import sys\nfrom pct_pipeline.cli import main\ntry:\n    main({[*args, '--help']})\n"
               "except SystemExit:\n    pass\n"
               "print(sorted(m for m in ('torch', 'ffcv', 'numba', 'zarr') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     *help_lines, imported = result.stdout.splitlines()
+    return " ".join(" ".join(help_lines).split()), imported
+
+
+def test_top_level_help_lists_every_command_without_importing_one():
+    listed, imported = help_and_imports()
     assert imported == "[]"
-    listed = " ".join(" ".join(help_lines).split())
     for name, (_, summary) in COMMANDS.items():
         assert f"{name} {summary}" in listed, listed
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_commands_help_does_not_load_ffcv(command):
+    text, imported = help_and_imports(command)
+    assert f"Usage: pct {command}" in text
+    assert "ffcv" not in imported, imported
 
 
 def test_underscore_spellings_name_the_same_options_and_leave_values_alone(tmp_path):

@@ -1,8 +1,9 @@
-"""FFCV datasets, the package's one door to ffcv (with the view decoder in views.py):
+"""FFCV datasets, the package's one door to ffcv:
 
     writer.py   an ImageFolder tree -> a .beton with image, label and index fields, plus
                 OUT.beton.json (class names, fingerprint);
-    reader.py   what a .beton holds (BetonInfo) and loaders of its views (ViewLoader).
+    reader.py   what a .beton holds (BetonInfo) and loaders of its views (ViewLoader);
+    decoder.py  the loaders' FFCV decoder of a view (the crop boxes of views.py).
 """
 from .reader import BetonInfo, ViewLoader, fingerprint, raw_images
 from .writer import IMAGE_SUFFIXES, load_rgb, scan_image_folder, write_beton

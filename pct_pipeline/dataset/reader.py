@@ -117,10 +117,11 @@ class ViewLoader:
 
         from .. import views
         from ..distributed import workers_for  # the argument `distributed` is a flag
+        from .decoder import ViewDecoder
 
         workers = workers_for(workers)
         self.device = torch.device(device)
-        self.decoder = views.ViewDecoder(
+        self.decoder = ViewDecoder(
             (resolution, resolution), view_seed=view_seed, scale=scale or views.DEFAULT_SCALE,
             ratio=ratio or views.DEFAULT_RATIO, eval_view=eval_view,
             crop_ratio=crop_ratio or views.DEFAULT_CROP_RATIO,
