@@ -20,8 +20,12 @@ $(STAMP): pyproject.toml
 demo: setup
 	bash demo/run.sh demo-out
 
+# Test files are spread over TEST_WORKERS pytest-xdist processes, each file whole in one of them
+# (its module fixtures are built once); TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 bench: setup
 	$(VENV)/bin/python bench/run_all.py
