@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from conftest import free_port, run_pct
 from pct_pipeline import store
@@ -39,7 +38,6 @@ def shared_files():
     return {p for p in os.listdir(shared_dir()) if p.startswith("pct-")}
 
 
-@pytest.mark.slow  # 4 torchrun processes on 2 cores: about 90 s; run with -m slow
 def test_two_nodes_precompute_train_evaluate(train_beton, val_beton, teacher_ckpt, tmp_path):
     before = shared_files()
     precompute = ["precompute-teachers", "--data", train_beton, "--teacher", f"cnn_small={teacher_ckpt}",
