@@ -1,6 +1,6 @@
 """Every CPU benchmark of §Performance in one command (`make bench`): the loader, precompute,
 training and analyze benchmarks, each in its own process (clean thread and JIT state), at sizes
-that take about 10 minutes on 2 idle cores. Writes bench/results.json (every figure with its
+that take about 12 minutes on 2 idle cores. Writes bench/results.json (every figure with its
 spread over repeats, every ratio with its bar and pass/fail, the machine and library versions,
 the load average around each benchmark) and prints a table.
 
@@ -85,10 +85,11 @@ def main(argv=None):
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHES)}")
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     machine, start = common.machine(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         results = {name: run_one(name, tmp) for name in names}
-    report = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    report = {"started": started,
               "machine": machine, "total_s": time.perf_counter() - start, "benchmarks": results,
               "checks": [{"benchmark": r["name"], **c} for r in results.values()
                          for c in r["checks"]]}
