@@ -93,7 +93,7 @@ def ratio_check(name, a, b, op, bar):
     """The median of the per-repeat ratios a[r] / b[r] against a bar, with their range.
 
     a[r] and b[r] ran next to each other in repeat r, so a slow drift of the machine's speed
-    (on a shared 2-core machine, epochs of equal work took 1.0-1.35 s within 70 s) cancels
+    (on a shared 2-core machine, epochs of equal work took 1.05-1.42 s in one run) cancels
     in each ratio; median(a) / median(b) would compare runs minutes apart."""
     per_repeat = [x / y for x, y in zip(a, b)]
     return check(name, statistics.median(per_repeat), per_repeat, op, bar, "x")
