@@ -40,7 +40,6 @@ def loss_costs(spec, calls, repeats):
     new = torch.randn(spec.batch_size, spec.classes, generator=generator, requires_grad=True)
     old = torch.randn(spec.batch_size, spec.classes, generator=generator)
     labels = torch.randint(0, spec.classes, (spec.batch_size,), generator=generator)
-    sides = {"ce": (cfgs["ce"].loss, None), "fd": (cfgs["cached"].loss, old)}
 
     def timed(loss_cfg, teacher):
         start = time.perf_counter()
@@ -48,13 +47,8 @@ def loss_costs(spec, calls, repeats):
             pct_loss(loss_cfg, new, labels, teacher)[0].backward()
         return 1e6 * (time.perf_counter() - start) / calls
 
-    for side in sides.values():
-        timed(*side)  # warm-up
-    out = {name: [] for name in sides}
-    for r in range(repeats):
-        for name in (sides if r % 2 == 0 else reversed(list(sides))):
-            out[name].append(timed(*sides[name]))
-    return out
+    return interleaved({"ce": lambda: timed(cfgs["ce"].loss, None),
+                        "fd": lambda: timed(cfgs["cached"].loss, old)}, repeats)
 
 
 def read_costs(bench, repeats):
@@ -95,12 +89,18 @@ def prefetch_costs(bench, repeats):
         return bench._timed(lambda: train_one_epoch(cfg, net, model, bench.loader, optimizer,
                                                     precision, None, quiet, None, epoch, bench.d))
 
-    sides = {"with_read": lambda: bench.run("cached"), "without_read": without_read}
+    return interleaved({"with_read": lambda: bench.run("cached"), "without_read": without_read},
+                       repeats)
+
+
+def interleaved(sides, repeats):
+    """{name: [result of each repeat]}: every side once per repeat, in the given order in even
+    repeats and the other way round in odd ones, after one warm-up call of each."""
     for side in sides.values():
-        side()  # warm-up
+        side()
     out = {name: [] for name in sides}
     for r in range(repeats):
-        for name in (sides if r % 2 == 0 else reversed(list(sides))):
+        for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
             out[name].append(sides[name]())
     return out
 
