@@ -71,6 +71,10 @@ def main(argv=None):
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
+        # An object the interrupt left half-built can fail in __del__ when it is collected (an
+        # ffcv EpochIterator stopped inside its __init__ has no memory_context to close); after
+        # Ctrl-C the one line below is all that is printed.
+        sys.unraisablehook = lambda unraisable: None
         click.echo("pct: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:

@@ -161,3 +161,23 @@ def test_write_dataset_interrupted_leaves_no_file_under_the_final_name(sig, digi
     if sig == signal.SIGINT:
         assert one_line(tmp_path, "run") == "pct: interrupted"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["run.err", "run.out"]
+
+
+def test_interrupt_prints_one_line_when_a_half_built_object_fails_in_del(tmp_path):
+    """Ctrl-C can stop an object inside its __init__ (ffcv's EpochIterator, then missing the
+    memory_context its __del__ closes); collecting it later must not add a traceback to the one
+    line. Here a command raises KeyboardInterrupt while such an object is alive."""
+    script = (
+        "import sys\n"
+        "from pct_pipeline import cli\n"
+        "class HalfBuilt:\n"
+        "    def __del__(self):\n"
+        "        self.memory_context.close()\n"
+        "def command(**kwargs):\n"
+        "    held = HalfBuilt()\n"
+        "    raise KeyboardInterrupt\n"
+        "cli.cli.main = command\n"
+        "cli.main([])\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (130, "pct: interrupted\n"), proc.stderr
