@@ -168,7 +168,6 @@ def test_interrupt_prints_one_line_when_a_half_built_object_fails_in_del(tmp_pat
     memory_context its __del__ closes); collecting it later must not add a traceback to the one
     line. Here a command raises KeyboardInterrupt while such an object is alive."""
     script = (
-        "import sys\n"
         "from pct_pipeline import cli\n"
         "class HalfBuilt:\n"
         "    def __del__(self):\n"
