@@ -22,7 +22,7 @@ import numpy as np
 from pct_pipeline.analyze.command import AnalyzeConfig
 from pct_pipeline.analyze.run import load as load_predictions
 from pct_pipeline.analyze.run import run
-from pct_pipeline.store import create_store, shard_bounds, write_unit
+from pct_pipeline.store import Contents, create_store, shard_bounds, write_unit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -32,12 +32,12 @@ def write_model(path, labels, classes, seed):
     rng = np.random.default_rng(seed)
     logits = rng.standard_normal((len(labels), classes), dtype=np.float32)
     logits[np.arange(len(labels)), labels] += 4.0 * (rng.random(len(labels)) < 0.75)
-    layout = create_store(path, kind="predictions", labels=labels, num_classes=classes, views=1,
-                          attributes={"split": "val", "eval_view": True})
+    layout = create_store(path, "predictions", labels, Contents(views=1, num_classes=classes),
+                          {"split": "val", "eval_view": True})
     for shard in range(layout["num_shards"]):
         lo, hi = shard_bounds(layout, shard)
-        write_unit(path, 0, shard, logits=logits[lo:hi].astype(np.float16),
-                   crops=np.zeros((hi - lo, 5), np.int32))
+        write_unit(path, 0, shard, {"logits": logits[lo:hi].astype(np.float16),
+                                    "crops": np.zeros((hi - lo, 5), np.int32)})
     return str(path)
 
 

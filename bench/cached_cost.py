@@ -33,7 +33,7 @@ import train  # noqa: E402
 
 def loss_costs(spec, calls, repeats):
     """{'ce': [us], 'fd': [us]}: mean microseconds of one forward + backward, per repeat."""
-    from pct_pipeline.train.losses import pct_loss
+    from pct_pipeline.losses import pct_loss
 
     cfgs = train.variant_configs("data", "cache", ["t.pt"], spec, ".", None)
     generator = torch.Generator().manual_seed(0)
@@ -72,7 +72,7 @@ def prefetch_costs(bench, repeats):
     """{'with_read': [s], 'without_read': [s]}: cached epochs with the next view read in the
     background, and with every view read before the clock starts (its own teacher source)."""
     from pct_pipeline.train.prepare import make_teachers
-    from pct_pipeline.train.run import train_one_epoch
+    from pct_pipeline.train.run import OldModel, train_one_epoch
 
     inner = bench.teachers["cached"].inner
     quiet = train.TimedTeachers(make_teachers(bench.configs["cached"], inner.cache, bench.loader,
@@ -85,9 +85,9 @@ def prefetch_costs(bench, repeats):
         bench.loader.set_epoch(epoch)
         bench.loader.set_view(quiet.view_of(epoch))
         cfg = replace(bench.configs["cached"], max_steps_per_epoch=bench.steps)
-        model, net, optimizer, precision = bench._student(cfg)
-        return bench._timed(lambda: train_one_epoch(cfg, net, model, bench.loader, optimizer,
-                                                    precision, None, quiet, None, epoch, bench.d))
+        state, net = bench._student(cfg)
+        return bench._timed(lambda: train_one_epoch(cfg, state, net, bench.loader,
+                                                    OldModel(quiet, None), epoch, bench.d))
 
     return interleaved({"with_read": lambda: bench.run("cached"), "without_read": without_read},
                        repeats)

@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pct_pipeline import codecs, fidelity
+from pct_pipeline import codec_fidelity as fidelity
+from pct_pipeline.store import codecs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402

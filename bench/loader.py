@@ -46,9 +46,11 @@ def torchvision_loader(tree, resolution, batch_size, workers, seed=0):
 
 
 def ffcv_loader(beton, resolution, batch_size, workers, seed=0):
-    from pct_pipeline.dataset import ViewLoader
+    from pct_pipeline.dataset import Shuffle, ViewLoader
+    from pct_pipeline.views import ViewSpec
 
-    return ViewLoader(beton, batch_size, resolution, workers, order="random", seed=seed)
+    return ViewLoader(beton, ViewSpec(resolution=resolution), batch_size, workers,
+                      shuffle=Shuffle(seed, drop_last=False))
 
 
 def epoch_seconds(loader, epoch, images, resolution):

@@ -43,7 +43,8 @@ def setup(args, folder):
     from pct_pipeline.precompute import run as pre
     from pct_pipeline.precompute.config import PrecomputeConfig
     from pct_pipeline.precompute.prepare import prepare_store
-    from pct_pipeline import codecs, store
+    from pct_pipeline import store
+    from pct_pipeline.views import ViewSpec
 
     data = Path(args.data) if args.data else digits_beton(folder)
     info = BetonInfo(data)
@@ -52,13 +53,13 @@ def setup(args, folder):
     models.save_atomic({"model": models.build_model(args.arch, info.num_classes).state_dict()}, ckpt)
     cfg = PrecomputeConfig(data=str(data), teachers=((args.arch, str(ckpt)),),
                            out=str(folder / "cache.zarr"), views=args.repeats,
-                           resolution=args.resolution, batch_size=args.batch_size,
+                           spec=ViewSpec(resolution=args.resolution), batch_size=args.batch_size,
                            workers=args.workers, device="cpu", overwrite=True)
     teachers = pre.load_teachers(cfg, info.num_classes, torch.device("cpu"))
     out = store.Location(cfg.out)
     prepare_store(cfg, info, teachers, out)
     job = pre.Job(cfg, out, store.existing_attrs(out), tuple(teachers), info.heights,
-                  info.widths, torch.device("cpu"), codecs.parse(cfg.codec))
+                  info.widths, torch.device("cpu"))
     loader = pre.make_loader(job, np.arange(info.num_samples))
     return job, loader, info.num_samples
 

@@ -57,16 +57,16 @@ def build_cache(path, samples, classes, seed=0):
             pass
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes, samples)
-    layout = store.create_store(path, kind="teacher-cache", labels=labels, num_classes=classes,
-                                views=1, attributes={"resolution": 224, "view_seed": 0,
-                                                     "scale": [0.08, 1], "ratio": [0.75, 4 / 3],
-                                                     "flip": 0.5, "eval_view": False})
+    layout = store.create_store(path, "teacher-cache", labels,
+                                store.Contents(views=1, num_classes=classes),
+                                {"resolution": 224, "view_seed": 0, "scale": [0.08, 1],
+                                 "ratio": [0.75, 4 / 3], "flip": 0.5, "eval_view": False})
     for shard in range(layout["num_shards"]):
         lo, hi = store.shard_bounds(layout, shard)
         logits = rng.standard_normal((hi - lo, classes), dtype=np.float32)
         logits[np.arange(hi - lo), labels[lo:hi]] += 8
-        store.write_unit(path, 0, shard, logits=logits.astype(np.float16),
-                         crops=np.zeros((hi - lo, 5), np.int32))
+        store.write_unit(path, 0, shard, {"logits": logits.astype(np.float16),
+                                          "crops": np.zeros((hi - lo, 5), np.int32)})
     return store.open_store(path)
 
 
@@ -105,7 +105,7 @@ def worker(args):
     import torch
 
     from pct_pipeline import distributed, store
-    from pct_pipeline.train.evaluate import own_rows, validate, write_predictions
+    from pct_pipeline.predictions import own_rows, validate, write_predictions
     from pct_pipeline.train.join import EpochTargets
 
     torch.set_num_threads(1)
@@ -149,7 +149,7 @@ def validation(args, d, own_rows, validate, write_predictions):
     labels = np.random.default_rng(1).integers(0, c, n)
     info = SimpleNamespace(num_samples=n, labels=labels, heights=np.full(n, 256),
                            widths=np.full(n, 256), classes=None, path="synthetic",
-                           fingerprint={"num_samples": n})
+                           identity=lambda: {"num_samples": n, "classes": None})
     rows = own_rows(n, c, d)
     peak = [0]
 
@@ -163,8 +163,11 @@ def validation(args, d, own_rows, validate, write_predictions):
             yield logits, torch.from_numpy(labels[part]), torch.from_numpy(part)
 
     counts = validate(batches(), d)
-    written = write_predictions(args.predictions, batches(), rows, info, c, d,
-                                {"resolution": 224, "crop_ratio": 0.875}, "synthetic")
+    from pct_pipeline.predictions import Output
+    from pct_pipeline.views import ViewSpec
+
+    output = Output(args.predictions, info, c, ViewSpec.centre(224), {})
+    written = write_predictions(output, batches(), rows, d, "synthetic")
     return {"val_top1": counts["top1"], "written_top1": written["top1"], "val_rows": len(rows),
             "peak": max(peak[0], current_rss_bytes())}
 

@@ -149,7 +149,8 @@ class Bench:
 
     def __init__(self, beton, cache, ckpts, spec, folder):
         from pct_pipeline import allocator, distributed
-        from pct_pipeline.dataset import BetonInfo, ViewLoader
+        from pct_pipeline.dataset import BetonInfo, Shuffle, ViewLoader
+        from pct_pipeline.views import ViewSpec
         from pct_pipeline.train.prepare import make_teachers
         from pct_pipeline.train.teachers import open_cache
 
@@ -159,11 +160,10 @@ class Bench:
         info = BetonInfo(beton)
         self.num_classes = info.num_classes
         store = open_cache(cache, info, self.num_classes, False)
-        crops = dict(view_seed=store.attrs["view_seed"], scale=tuple(store.attrs["scale"]),
-                     ratio=tuple(store.attrs["ratio"]))
-        self.loader = ViewLoader(beton, spec.batch_size, spec.resolution, spec.workers,
-                                 order="random", seed=0, distributed=self.d.world > 1,
-                                 drop_last=True, device=self.d.device, **crops)
+        views = ViewSpec.from_attrs(store.attrs)  # the teacher cache's crops
+        self.loader = ViewLoader(beton, views, spec.batch_size, spec.workers,
+                                 shuffle=Shuffle(0, distributed=self.d.world > 1),
+                                 device=self.d.device)
         self.steps = min(spec.steps or len(self.loader), len(self.loader))
         self.configs = variant_configs(beton, cache, ckpts, spec, folder, self.steps)
         self.teachers = {"loader": None, "ce": None, "ce_again": None}
@@ -184,7 +184,7 @@ class Bench:
 
     def run(self, variant, steps=None):
         """Wall seconds of one epoch of `steps` batches (a new epoch number, order and view)."""
-        from pct_pipeline.train.run import train_one_epoch
+        from pct_pipeline.train.run import OldModel, train_one_epoch
 
         epoch = self.epochs[variant]
         self.epochs[variant] += 1
@@ -195,13 +195,13 @@ class Bench:
         if variant == "loader":
             return self._timed(lambda: self._iterate(steps))
         cfg = replace(self.configs[variant], max_steps_per_epoch=steps)
-        model, net, optimizer, precision = self._student(cfg)
+        state, net = self._student(cfg)
 
         def epoch_of_training():
             if teachers:
                 teachers.begin_epoch(epoch, epoch + 2)  # starts reading epoch + 1's view
-            stats = train_one_epoch(cfg, net, model, self.loader, optimizer, precision, None,
-                                    teachers, None, epoch, self.d)
+            stats = train_one_epoch(cfg, state, net, self.loader, OldModel(teachers, None),
+                                    epoch, self.d)
             if teachers:
                 teachers.finish_prefetch()
             seen = round(stats["images_per_s"] * stats["train_time_s"])
@@ -217,23 +217,23 @@ class Bench:
                 break
 
     def _student(self, cfg):
-        """(model, net, optimizer, precision) as `pct train` builds them: same seed every time."""
+        """(TrainState, net) as `pct train` builds them: same seed every time."""
         import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel
 
         from pct_pipeline import models
         from pct_pipeline.train import recipe
+        from pct_pipeline.train.state import TrainState
 
         torch.manual_seed(cfg.seed)
         model = models.build_model(cfg.arch, self.num_classes).to(self.d.device)
         if self.cuda and cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        lr = cfg.lr * cfg.batch_size * self.d.world / 256  # --auto-scale
-        optimizer = recipe.make_optimizer(cfg, model, lr)
+        optimizer = recipe.make_optimizer(cfg, model, recipe.base_lr(cfg, self.d.world))
         net = model
         if dist.is_initialized():  # under torchrun: DDP even with one process, as in multi-GPU
             net = DistributedDataParallel(model, device_ids=[self.d.device] if self.cuda else None)
-        return model, net, optimizer, recipe.Precision(cfg, self.d.device)
+        return TrainState(model, optimizer, recipe.Precision(cfg, self.d.device)), net
 
     def _timed(self, work):
         self.sync()
@@ -245,13 +245,14 @@ class Bench:
 
 def variant_configs(beton, cache, ckpts, spec, folder, steps):
     """{variant: TrainConfig}: the same run, differing only in the teacher source and loss."""
+    from pct_pipeline.losses import LossConfig
     from pct_pipeline.train.config import TrainConfig
-    from pct_pipeline.train.losses import LossConfig
 
     base = TrainConfig(data=str(beton), val=str(beton), out=str(folder), arch=spec.student,
                        batch_size=spec.batch_size, workers=spec.workers, auto_scale=True,
                        amp=spec.amp, channels_last=spec.channels_last, print_freq=0,
-                       device=spec.device, resolution=spec.resolution, max_steps_per_epoch=steps)
+                       device=spec.device, view_options=(("resolution", spec.resolution),),
+                       max_steps_per_epoch=steps)
     fd = LossConfig(mode="kl", kd_alpha=0.3, kd_temperature=4.0, kd_filter="old_correct",
                     filter_base=1.0, filter_scale=5.0)
     teachers = tuple((spec.teacher, str(c)) for c in ckpts)

@@ -18,17 +18,17 @@ from .options import option_name
 # name: (where the command lives, its line in `pct --help`). `pct --help` prints these lines
 # without importing any command, so it never pays for torch or ffcv either.
 COMMANDS = {
-    "write-dataset": ("pct_pipeline.dataset_command:write_dataset",
+    "write-dataset": ("pct_pipeline.dataset.command:write_dataset",
                       "Convert an ImageFolder tree into an FFCV .beton."),
     "precompute-teachers": ("pct_pipeline.precompute.command:precompute_teachers",
                             "Run the old model(s) over V views; store their logits."),
     "train": ("pct_pipeline.train.command:train",
               "Train a new model, optionally distilling from teachers."),
-    "evaluate": ("pct_pipeline.train.evaluate_command:evaluate",
+    "evaluate": ("pct_pipeline.evaluate.command:evaluate",
                  "Write a checkpoint's predictions for `pct analyze`."),
     "analyze": ("pct_pipeline.analyze.command:analyze",
                 "Accuracy and negative flips of NEW models vs the OLD."),
-    "cache-fidelity": ("pct_pipeline.cache_fidelity:cache_fidelity",
+    "cache-fidelity": ("pct_pipeline.fidelity.command:cache_fidelity",
                        "How closely a teacher cache matches exact logits."),
     "models": ("pct_pipeline.models_command:models",
                "List architectures, their sizes and feature widths."),

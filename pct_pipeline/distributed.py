@@ -8,7 +8,7 @@ launchers on one machine (two "nodes") never share them.
 import os
 import secrets
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -26,6 +26,8 @@ class Dist:
     local_world: int = 1      # processes on this node
     node: int = 0             # this node's rank (torchrun's GROUP_RANK)
     run_id: str = "local"     # the same on every rank of one run, different between runs
+    node_group: object = field(default=None, compare=False)  # gloo group of this node's
+                                                              # processes (None: alone)
 
     @property
     def is_main(self):
@@ -52,7 +54,30 @@ def setup(device=None):
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     node = int(os.environ.get("GROUP_RANK", 0))
     run_id = broadcast_object(secrets.token_hex(6))
-    return Dist(rank, world, local_rank, device, local_world, node, run_id)
+    group = node_group(node) if dist.is_initialized() and local_world > 1 else None
+    return Dist(rank, world, local_rank, device, local_world, node, run_id, group)
+
+
+def node_group(node):
+    """A gloo process group of the processes on this process's node (`node`); every process
+    calls this, and creates every node's group in the same order, as torch requires. Gloo on
+    every device: its collectives run on the CPU, beside nccl's."""
+    nodes = [None] * dist.get_world_size()
+    dist.all_gather_object(nodes, node)
+    groups = {n: dist.new_group([r for r, m in enumerate(nodes) if m == n], backend="gloo")
+              for n in sorted(set(nodes))}
+    return groups[node]
+
+
+def node_agree(ok, d):
+    """True when `ok` is true on every process of this process's node (one all_reduce of the
+    node's gloo group, `d.node_group`; callable from a background thread): a barrier that
+    also tells every process whether another one failed."""
+    if d.node_group is None:
+        return bool(ok)
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int32)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=d.node_group)
+    return bool(flag.item())
 
 
 def usable_cores():
@@ -118,6 +143,19 @@ def first_problem(problem):
     problems = [None] * dist.get_world_size()
     dist.all_gather_object(problems, problem)
     return next((p for p in problems if p is not None), None)
+
+
+def agree(action):
+    """Run `action` here and stop every process with the first process's PctError (in rank
+    order) if any raised one, so that no process waits for one that has stopped."""
+    problem = None
+    try:
+        action()
+    except PctError as exc:
+        problem = str(exc)
+    problem = first_problem(problem)
+    if problem is not None:
+        raise PctError(problem)
 
 
 def broadcast_object(obj, src=0):

@@ -3,8 +3,11 @@
 `option_name` is the group's token normaliser: `--kd_alpha` is read as `--kd-alpha`, so every
 option is declared once, with dashes, and the original underscore spellings still work.
 `parse_arch_path` reads the ARCH=CHECKPOINT values of --teacher, --online-teacher and
---bct-old-model.
+--bct-old-model; `Finite` is a float option that refuses NaN and infinities; `parse_kwargs`
+reads KEY=VALUE constructor arguments.
 """
+import ast
+import math
 import re
 
 import click
@@ -29,6 +32,35 @@ class Choice(click.Choice):
 
     def normalize_choice(self, choice, ctx):
         return super().normalize_choice(choice, None)
+
+
+class Finite(click.FloatRange):
+    """A float option within [min, max] (either open with min_open / max_open) that refuses
+    NaN and infinities, which would pass a plain range check (NaN compares false)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+def parse_kwargs(values, option="--model-kwargs"):
+    """((key, value), ...) of KEY=VALUE strings; a value is read as a Python literal (int,
+    float, bool, None, str, tuple, list) where it is one ("16", "true", "(32, 32)"), else kept
+    as the string."""
+    words = {"true": True, "false": False, "none": None}
+    out = []
+    for value in values:
+        key, sep, raw = (part.strip() for part in str(value).partition("="))
+        if not sep or not key.isidentifier():
+            raise PctError(f"{option} expects KEY=VALUE, got {value!r}")
+        try:
+            parsed = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            parsed = words.get(raw.lower(), raw)
+        out.append((key, parsed))
+    return tuple(out)
 
 
 def parse_arch_path(value, option, require_arch=True):

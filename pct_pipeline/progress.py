@@ -4,7 +4,7 @@ On a terminal: a tqdm bar. Otherwise (Slurm, nohup, CI, a pipe): one line every
 PCT_PROGRESS_SECONDS seconds (default 30; 0 prints at every update) with the count done of
 the total, the rate since the start and the time left at that rate:
 
-    precompute-teachers: 40960/1281167 images (3.2%), 1365 images/s, ETA 0:15:09
+    precompute-teachers: 40960/1281167 images (3.2%), 1365 images/s, ETA 15:09
 
 Only a process created `enabled` (rank 0) prints; the others only count.
 """
@@ -34,11 +34,13 @@ def line_seconds():
 
 
 def clock(seconds):
-    """'H:MM:SS' of a duration, '?' when unknown (None)."""
+    """A duration as tqdm shows it ('MM:SS', or 'H:MM:SS' from an hour on), '?' when unknown
+    (None or not finite)."""
+    from tqdm import tqdm
+
     if seconds is None or not math.isfinite(seconds):
         return "?"
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return tqdm.format_interval(seconds)
 
 
 class Progress:

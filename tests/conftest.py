@@ -126,6 +126,42 @@ def run_pct(*args, env=None, timeout=600):
                           text=True, env=env, timeout=timeout)
 
 
+def view_loader(path, batch_size=32, workers=1, order="sequential", seed=0, distributed=False,
+                indices=None, device="cpu", **view):
+    """A dataset.ViewLoader from flat options: the view's (ViewSpec fields: resolution,
+    view_seed, scale, ratio, flip, eval_view, crop_ratio) and the order's (sequential, or
+    random with `seed` and `distributed`; the last partial batch kept)."""
+    from pct_pipeline.dataset import Shuffle, ViewLoader
+    from pct_pipeline.views import ViewSpec
+
+    shuffle = Shuffle(seed, distributed, drop_last=False) if order == "random" else None
+    return ViewLoader(path, ViewSpec(**view), batch_size, workers, shuffle, indices, device)
+
+
+def crop_boxes(view_seed, view, heights, widths, indices=None, **spec):
+    """views.ViewSpec(view_seed=..., **spec).boxes(view, heights, widths, indices)."""
+    from pct_pipeline.views import ViewSpec
+
+    return ViewSpec(view_seed=view_seed, **spec).boxes(view, heights, widths, indices)
+
+
+def precompute_config(data, out, teachers, **options):
+    """A PrecomputeConfig from flat options, as the command line gives them: the view options
+    (resolution, view_seed, scale, ratio, flip, eval_view, crop_ratio) make its ViewSpec, a
+    codec name its codec, `views=None` one view."""
+    from pct_pipeline.precompute.config import PrecomputeConfig
+    from pct_pipeline.store.codecs import parse
+    from pct_pipeline.views import ViewSpec
+
+    names = ("resolution", "view_seed", "scale", "ratio", "flip", "eval_view", "crop_ratio")
+    spec = ViewSpec(**{k: options.pop(k) for k in names if k in options})
+    if isinstance(options.get("codec"), str):
+        options["codec"] = parse(options["codec"])
+    options["views"] = options.get("views") or 1
+    return PrecomputeConfig(data=str(data), teachers=tuple(teachers), out=str(out), spec=spec,
+                            **options)
+
+
 def free_port():
     """A TCP port free on the loopback interface now (for torchrun's rendezvous)."""
     with socket.socket() as s:

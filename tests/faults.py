@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_pct
+from conftest import precompute_config, run_pct
 
 HERE = Path(__file__).resolve().parent
 NOBODY = 65534
@@ -48,11 +48,12 @@ def _serve():
     import torch  # noqa: F401
     import zarr  # noqa: F401
 
-    from pct_pipeline import cli, dataset_command, models_command  # noqa: F401
+    from pct_pipeline import cli, models_command  # noqa: F401
+    from pct_pipeline.dataset import command as _d  # noqa: F401
     from pct_pipeline.analyze import command as _a, run as _ar  # noqa: F401
     from pct_pipeline.precompute import command as _p, run as _pr  # noqa: F401
     from pct_pipeline.train import command as _t, run as _tr  # noqa: F401
-    from pct_pipeline.train import evaluate_command as _te  # noqa: F401
+    from pct_pipeline.evaluate import command as _e, run as _er  # noqa: F401
 
     channel = sys.stdout
     print(json.dumps({"ready": True}), file=channel, flush=True)
@@ -192,14 +193,12 @@ def save_model(path, arch, num_classes=10, seed=0, edit=None, **extra):
 
 
 def precompute_in_process(data, out, teacher, **options):
-    from pct_pipeline.precompute.config import PrecomputeConfig
     from pct_pipeline.precompute.run import run
 
     settings = dict(resolution=RES, batch_size=32, workers=1, rows_per_chunk=16,
                     chunks_per_shard=2, views=2)
     settings.update(options)
-    run(PrecomputeConfig(data=str(data), teachers=(("cnn_small", str(teacher)),), out=str(out),
-                         **settings))
+    run(precompute_config(data, out, [("cnn_small", str(teacher))], **settings))
     return out
 
 
@@ -210,16 +209,18 @@ def make_store_like(path, source, num_classes=None, logits=None):
 
     src = store.open_store(source)
     attrs = {k: v for k, v in src.attrs.items() if k not in ("chunk_rows", "shard_rows",
-                                                             "num_shards")}
+                                                             "num_shards", "unit_arrays",
+                                                             "labels_record")}
     c = num_classes or src.num_classes
-    layout = store.create_store(path, kind=src.kind, labels=src.labels, num_classes=c,
-                                views=src.views, attributes=attrs, rows_per_chunk=16,
-                                chunks_per_shard=2)
+    contents = store.Contents(views=src.views, num_classes=c, rows_per_chunk=16,
+                              chunks_per_shard=2)
+    layout = store.create_store(path, src.kind, src.labels, contents, attrs)
     for view in range(src.views):
         for shard in range(layout["num_shards"]):
             lo, hi = store.shard_bounds(layout, shard)
             block = np.zeros((hi - lo, c), np.float16) if logits is None else logits[lo:hi]
-            store.write_unit(path, view, shard, logits=block, crops=src.crops(view)[lo:hi])
+            store.write_unit(path, view, shard, {"logits": block,
+                                                 "crops": src.crops(view)[lo:hi]})
     return path
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pct_pipeline import codecs, store
+from pct_pipeline import store
+from pct_pipeline.store import codecs
 from pct_pipeline.models import build_model, save_atomic
 from test_cli_precompute import assert_one_line_error
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pct_pipeline import codecs, fidelity
+from pct_pipeline import codec_fidelity as fidelity
+from pct_pipeline.store import codecs
 from pct_pipeline.errors import PctError
 
 ALL = ("float16", "int8", "topk:10", "sample:32@4")

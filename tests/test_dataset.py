@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conftest import free_port, run_pct
+from conftest import free_port, run_pct, view_loader
 from pct_pipeline import dataset
 
 
@@ -46,7 +46,7 @@ def test_write_dataset_converts_modes_and_records_fingerprint(tmp_path):
     assert list(beton.labels) == [0, 0, 0, 1, 1, 1]
     assert info["fingerprint"]["labels_sha256"] == beton.fingerprint["labels_sha256"]
     assert info["fingerprint"]["size"] == out.stat().st_size
-    loader = dataset.ViewLoader(out, batch_size=4, resolution=16, workers=1, eval_view=True)
+    loader = view_loader(out, batch_size=4, resolution=16, workers=1, eval_view=True)
     images = {}
     for x, y, idx in loader:
         for image, i in zip(x, idx.tolist()):
@@ -82,7 +82,7 @@ def test_write_dataset_refuses_empty_inputs(tmp_path):
 
 def test_index_field_joins_labels_for_every_sample(train_beton):
     info = dataset.BetonInfo(train_beton)
-    loader = dataset.ViewLoader(train_beton, batch_size=17, resolution=16, workers=1,
+    loader = view_loader(train_beton, batch_size=17, resolution=16, workers=1,
                                 order="random", seed=3)
     seen = []
     for _, labels, indices in loader:
@@ -97,8 +97,9 @@ import json, os, sys
 import torch.distributed as dist
 from pct_pipeline import dataset, distributed
 d = distributed.setup()
-loader = dataset.ViewLoader(sys.argv[1], batch_size=8, resolution=16, workers=1, order="random",
-                            seed=11, distributed=True)
+from pct_pipeline.views import ViewSpec
+loader = dataset.ViewLoader(sys.argv[1], ViewSpec(resolution=16), 8, workers=1,
+                            shuffle=dataset.Shuffle(11, distributed=True, drop_last=False))
 epochs = []
 for epoch in range(2):
     loader.set_epoch(epoch)

@@ -3,11 +3,10 @@ boundary samples are the ones the negative flip rate counts."""
 import numpy as np
 import torch
 
-from conftest import run_pct
+from conftest import run_pct, view_loader
 from pct_pipeline import models, store
-from pct_pipeline.dataset import ViewLoader
 from pct_pipeline.precompute.run import forward
-from pct_pipeline.train.evaluate import predict
+from pct_pipeline.predictions import predict
 
 # bf16 has 8 significant bits: between 8 and 16 its step is 1/16, so these two round to 10.0
 LOW, HIGH = 10.0, 10.03
@@ -33,7 +32,7 @@ def test_bf16_ties_the_pair():
 
 def test_predict_and_eval_view_precompute_stay_float32_under_autocast(val_beton):
     model = near_tie_model()
-    loader = ViewLoader(val_beton, batch_size=16, resolution=16, workers=1, eval_view=True)
+    loader = view_loader(val_beton, batch_size=16, resolution=16, workers=1, eval_view=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # even inside a caller's autocast
         batches = list(predict(model, loader))
         teacher = [type("T", (), {"model": model})()]

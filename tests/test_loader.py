@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from ffcv.libffcv import imdecode
 
+from conftest import crop_boxes, view_loader
 from pct_pipeline import dataset, views
 
 RES = 24
@@ -36,10 +37,10 @@ def test_loader_images_equal_formula_on_the_same_pixels(train_beton):
     jpegs = dataset.raw_images(train_beton, range(info.num_samples))
     for eval_view, kw in ((False, dict(order="random", seed=3, workers=2, batch_size=50)),
                           (True, dict(workers=1, batch_size=32))):
-        loader = dataset.ViewLoader(train_beton, resolution=RES, view_seed=7, eval_view=eval_view,
+        loader = view_loader(train_beton, resolution=RES, view_seed=7, eval_view=eval_view,
                                     **kw)
         loader.set_view(2)
-        boxes = views.crop_boxes(7, 2, info.heights, info.widths, eval_view=eval_view)
+        boxes = crop_boxes(7, 2, info.heights, info.widths, eval_view=eval_view)
         seen = 0
         for images, labels, indices in loader:
             assert images.dtype == torch.float32 and images.shape[1:] == (3, RES, RES)
@@ -54,7 +55,7 @@ def test_loader_images_equal_formula_on_the_same_pixels(train_beton):
 
 def test_batches_kept_across_iterations_do_not_change(train_beton):
     # 15 batches: three times ffcv's ring of reused buffers (batches_ahead + 2 = 5 slots)
-    loader = dataset.ViewLoader(train_beton, batch_size=8, resolution=RES, workers=2,
+    loader = view_loader(train_beton, batch_size=8, resolution=RES, workers=2,
                                 order="random", seed=1)
     loader.set_view(1)
     snapshots = [(images.numpy().copy(), indices.numpy().copy()) for images, _, indices in loader]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pct_pipeline.errors import PctError
-from pct_pipeline.train.losses import (LossConfig, bct, cna, focal_weights, kl_distill,
+from pct_pipeline.losses import (LossConfig, bct, cna, focal_weights, kl_distill,
                                        l2_distill, ldi, pct_loss)
 
 

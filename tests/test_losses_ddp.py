@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from conftest import free_port
 from pct_pipeline.distributed import all_gather_with_grad
-from pct_pipeline.train.losses import LossConfig, cna, pct_loss
+from pct_pipeline.losses import LossConfig, cna, pct_loss
 
 WORLD, LOCAL_BATCH, CLASSES = 2, 3, 4
 CFG = LossConfig(mode="cna", kd_alpha=0.6, kd_loss_weight=2.0, cna_temperature=0.1,

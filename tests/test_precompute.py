@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from pct_pipeline import models, store, views
-from pct_pipeline.dataset import BetonInfo, ViewLoader
+from conftest import precompute_config
+from pct_pipeline import models, store
+from pct_pipeline.dataset import BetonInfo, Shuffle, ViewLoader
 from pct_pipeline.errors import PctError
-from pct_pipeline.precompute.config import PrecomputeConfig
 from pct_pipeline.precompute.run import run
+from pct_pipeline.views import ViewSpec
 
 RES = 24
 # 16 rows per chunk, 2 chunks per shard: the 120-image data set has 4 shards (32, 32, 32, 24).
@@ -30,9 +31,7 @@ def precompute(data, out, ckpts, **options):
     """Run the stage in this process; returns the opened (complete) store."""
     settings = dict(resolution=RES, batch_size=16, workers=1, **LAYOUT)
     settings.update(options)
-    cfg = PrecomputeConfig(data=str(data), teachers=tuple(("cnn_small", str(c)) for c in ckpts),
-                           out=str(out), **settings)
-    run(cfg)
+    run(precompute_config(data, out, [("cnn_small", str(c)) for c in ckpts], **settings))
     return store.open_store(out)
 
 
@@ -49,10 +48,10 @@ def assert_fp16_close(cached, reference):
     np.testing.assert_allclose(cached.astype(np.float32), reference, rtol=1e-3, atol=1e-6)
 
 
-def training_batches(beton, view, view_seed=0, **kw):
+def training_batches(beton, view, view_seed=0, batch_size=32, **kw):
     """Batches of a training-style loader: random order (seeded per epoch), view `view`."""
-    loader = ViewLoader(beton, batch_size=kw.pop("batch_size", 32), resolution=RES, workers=1,
-                        view_seed=view_seed, order="random", seed=5, **kw)
+    spec = ViewSpec(resolution=RES, view_seed=view_seed, **kw)
+    loader = ViewLoader(beton, spec, batch_size, workers=1, shuffle=Shuffle(5, drop_last=False))
     loader.set_view(view)
     loader.set_epoch(view + 1)
     return list(loader)
@@ -69,7 +68,7 @@ def test_cache_reproduces_teacher_on_training_pixels(train_beton, teacher_ckpt, 
             logits, _ = teacher_outputs(teacher_ckpt, images)
             assert_fp16_close(cache.logits(view)[rows], logits)
             assert np.array_equal(cache.labels[rows], labels.numpy())
-        expected = views.crop_boxes(7, view, info.heights, info.widths)
+        expected = ViewSpec(resolution=RES, view_seed=7).boxes(view, info.heights, info.widths)
         assert np.array_equal(cache.crops(view), expected)
     # The views really differ, so matching them above is not a coincidence.
     assert np.abs(cache.logits(0).astype(np.float32) - cache.logits(1)).max() > 1e-2
@@ -97,14 +96,13 @@ def test_eval_view_writes_a_prediction_store(val_beton, teacher_ckpt, tmp_path):
                        crop_ratio=0.75)
     preds = store.open_store(tmp_path / "old.zarr", kind="predictions")
     assert preds.views == 1 and preds.attrs["eval_view"] is True and preds.attrs["split"] == "val"
-    loader = ViewLoader(val_beton, batch_size=24, resolution=RES, workers=1, eval_view=True,
-                        crop_ratio=0.75, order="random", seed=1)
+    spec = ViewSpec.centre(RES, 0.75)
+    loader = ViewLoader(val_beton, spec, 24, workers=1, shuffle=Shuffle(1, drop_last=False))
     for images, _, indices in loader:
         logits, _ = teacher_outputs(teacher_ckpt, images)
         assert_fp16_close(preds.logits(0)[indices.numpy()], logits)
     info = BetonInfo(val_beton)
-    assert np.array_equal(preds.crops(0), views.crop_boxes(0, 0, info.heights, info.widths,
-                                                           eval_view=True, crop_ratio=0.75))
+    assert np.array_equal(preds.crops(0), spec.boxes(0, info.heights, info.widths))
 
 
 def test_ensemble_mean_members_and_features(train_beton, teacher_ckpt, second_ckpt, tmp_path):
@@ -171,9 +169,14 @@ def test_rerun_rewrites_only_units_not_done(train_beton, teacher_ckpt, tmp_path)
     with pytest.raises(PctError, match=r"incomplete store .*2 of 8 units not written "
                                              r"\(view 0 shard 3, view 1 shard 2\)"):
         store.open_store(out)
-    precompute(train_beton, out, [teacher_ckpt], views=2)
+    run(precompute_config(train_beton, out, [("cnn_small", str(teacher_ckpt))], views=2,
+                          resolution=RES, batch_size=16, workers=1, **LAYOUT))
     resumed = arrays(out)
     assert np.all(resumed["logits"][0, 0:32] == 1)
+    # the done unit altered after it was written is refused by readers
+    with pytest.raises(PctError, match=r"array 'logits', view 0, rows 0-31: object "
+                                             r"logits/c/0/0/0 has \d+ bytes, but \d+ were written"):
+        store.open_store(out)
     resumed["logits"][0, 0:32] = reference["logits"][0, 0:32]
     for name in reference:
         assert np.array_equal(resumed[name], reference[name]), name

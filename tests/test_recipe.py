@@ -15,10 +15,12 @@ from torch import nn
 from conftest import forked
 from pct_pipeline import distributed
 from pct_pipeline.errors import PctError
-from pct_pipeline.train import checkpoint, recipe
+from pct_pipeline.losses import LossConfig, pct_loss
+from pct_pipeline.train import recipe
+from pct_pipeline.train import run_folder as checkpoint
 from pct_pipeline.train.config import TrainConfig
-from pct_pipeline.train.losses import LossConfig, pct_loss
-from pct_pipeline.train.run import train_one_epoch
+from pct_pipeline.train.run import OldModel, train_one_epoch
+from pct_pipeline.train.state import TrainState
 
 CPU = distributed.Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
 
@@ -67,8 +69,8 @@ def linear_run(cfg, batches, steps_seen=None):
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
     optimizer = recipe.make_optimizer(cfg, model, cfg.lr)
     ema = recipe.make_ema(cfg, model)
-    stats = train_one_epoch(cfg, model, model, Batches(batches), optimizer,
-                            recipe.Precision(cfg, CPU.device), ema, None, None, 0, CPU)
+    state = TrainState(model, optimizer, recipe.Precision(cfg, CPU.device), ema)
+    stats = train_one_epoch(cfg, state, model, Batches(batches), OldModel(None, None), 0, CPU)
     return model, ema, stats
 
 
@@ -100,8 +102,9 @@ def test_ema_follows_every_optimizer_step():
     optimizer = recipe.make_optimizer(cfg, manual, cfg.lr)
     expected = None
     for batch in batches:
-        train_one_epoch(replace(cfg, ema_decay=None), manual, manual, Batches([batch]), optimizer,
-                        recipe.Precision(cfg, CPU.device), None, None, None, 0, CPU)
+        state = TrainState(manual, optimizer, recipe.Precision(cfg, CPU.device))
+        train_one_epoch(replace(cfg, ema_decay=None), state, manual, Batches([batch]),
+                        OldModel(None, None), 0, CPU)
         weights = [p.detach().clone() for p in manual.parameters()]
         expected = weights if expected is None else [0.6 * e + 0.4 * w for e, w in zip(expected, weights)]
     for got, want, raw in zip(ema.module.parameters(), expected, model.parameters()):

@@ -88,7 +88,8 @@ def test_custom_augmentation_cache_reproduces_online(train_beton, val_beton, cac
         assert a["fd"] == pytest.approx(b["fd"], rel=1e-5)
         assert a["fd"] != pytest.approx(c["fd"], rel=1e-3)  # other views, other targets
     config = json.loads((tmp_path / "c" / "config.json").read_text())
-    assert (config["scale"], config["ratio"], config["flip"], config["view_seed"]) == ([0.5, 1], [0.9, 1.1], 0, 5)
+    views = config["views"]
+    assert (views["scale"], views["ratio"], views["flip"], views["view_seed"]) == ([0.5, 1], [0.9, 1.1], 0, 5)
     assert zarr.open_group(str(caches["custom"]), mode="r").attrs["flip"] == 0
 
 
@@ -161,7 +162,7 @@ def test_one_line_errors(train_beton, val_beton, caches, tmp_path, forks):
     one_line_error(forked(forks, *base, "--teacher-cache", caches["custom"], "--kd-loss-mode", "kl", "--flip", "0.5"),
                    "--flip 0.5", "flip 0.0")
     one_line_error(forked(forks, *base, "--teacher-cache", caches["custom"], "--kd-loss-mode", "kl", "--scale", "0.08", "1"),
-                   "--scale 0.08 1.0", "scale (0.5, 1.0)")
+                   "--scale 0.08 1.0", "scale 0.5 1")
     one_line_error(forked(forks, *base, "--arch", "resnet_9000"), "resnet_9000")
     one_line_error(forked(forks, *base, "--kd-loss-mode", "kk"), "kk")
     one_line_error(forked(forks, *base, "--kd-loss-mode", "kl"), "--teacher-cache")

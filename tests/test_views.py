@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from ffcv.libffcv import imdecode
 
+from conftest import crop_boxes, view_loader
 from pct_pipeline import dataset, views
 
 RES = 24
@@ -30,16 +31,16 @@ def pixels(loader):
 def make_loader(beton, **kw):
     args = dict(batch_size=32, resolution=RES, workers=1, view_seed=7)
     args.update(kw)
-    return dataset.ViewLoader(beton, **args)
+    return view_loader(beton, **args)
 
 
 def test_params_is_pure_and_within_bounds():
-    boxes = {views.params(3, v, i, 40, 30, 0.08, 1.0, 0.75, 4 / 3) for v in range(4) for i in range(50)}
+    boxes = {views.params(3, v, i, 40, 30, 0.08, 1.0, 0.75, 4 / 3, 0.5) for v in range(4) for i in range(50)}
     assert len(boxes) > 150  # views and samples differ
     for top, left, h, w, flip in boxes:
         assert 0 <= top and top + h <= 40 and 0 <= left and left + w <= 30 and flip in (0, 1)
-    assert views.params(3, 1, 5, 40, 30, 0.08, 1.0, 0.75, 4 / 3) == views.params(3, 1, 5, 40, 30, 0.08, 1.0, 0.75, 4 / 3)
-    flips = [views.params(0, 0, i, 32, 32, 0.08, 1.0, 0.75, 4 / 3)[4] for i in range(2000)]
+    assert views.params(3, 1, 5, 40, 30, 0.08, 1.0, 0.75, 4 / 3, 0.5) == views.params(3, 1, 5, 40, 30, 0.08, 1.0, 0.75, 4 / 3, 0.5)
+    flips = [views.params(0, 0, i, 32, 32, 0.08, 1.0, 0.75, 4 / 3, 0.5)[4] for i in range(2000)]
     assert 0.45 < np.mean(flips) < 0.55
 
 
@@ -87,7 +88,7 @@ def test_reference_reproduces_decoder(train_beton):
         loader.set_view(1)
         got, _ = pixels(loader)
         rows = np.arange(0, info.num_samples, 3)
-        boxes = views.crop_boxes(7, 1, info.heights, info.widths, eval_view=eval_view, indices=rows)
+        boxes = crop_boxes(7, 1, info.heights, info.widths, eval_view=eval_view, indices=rows)
         worst_cv2 = []
         for row, jpeg, box in zip(rows, dataset.raw_images(train_beton, rows), boxes):
             h, w = int(info.heights[row]), int(info.widths[row])
@@ -126,7 +127,7 @@ def test_flip_and_scale_reach_the_decoder(train_beton):
     # flip = 0: every image is the unflipped crop; flip = 1: the same crop mirrored
     assert np.array_equal(got[1.0], got[0.0][:, :, ::-1])
     rows = np.arange(info.num_samples)
-    boxes = views.crop_boxes(7, 2, info.heights, info.widths, scale=(0.5, 1.0), flip=0.0)
+    boxes = crop_boxes(7, 2, info.heights, info.widths, scale=(0.5, 1.0), flip=0.0)
     areas = boxes[:, 2] * boxes[:, 3] / (info.heights * info.widths)
     assert (boxes[:, 4] == 0).all() and areas.min() >= 0.45  # scale's lower bound, rounded
     for row, jpeg in zip(rows[::5], dataset.raw_images(train_beton, rows[::5])):

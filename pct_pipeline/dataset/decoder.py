@@ -8,8 +8,7 @@ from ffcv.fields.rgb_image import IMAGE_MODES, ResizedCropRGBImageDecoder
 from ffcv.libffcv import imdecode, lib, resize_crop
 from ffcv.pipeline.compiler import Compiler
 
-from ..views import (DEFAULT_CROP_RATIO, DEFAULT_FLIP, DEFAULT_RATIO, DEFAULT_SCALE, eval_params,
-                     params)
+from ..views import eval_params, params
 
 _copy_bytes = lib.my_memcpy
 _copy_bytes.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64]
@@ -22,15 +21,9 @@ class ViewDecoder(ResizedCropRGBImageDecoder):
     ``set_view`` changes the view between epochs without recompiling the pipeline.
     """
 
-    def __init__(self, output_size, view_seed=0, scale=DEFAULT_SCALE, ratio=DEFAULT_RATIO,
-                 eval_view=False, crop_ratio=DEFAULT_CROP_RATIO, flip=DEFAULT_FLIP):
-        super().__init__(output_size)
-        self.view_seed = int(view_seed)
-        self.scale = tuple(float(s) for s in scale)
-        self.ratio = tuple(float(r) for r in ratio)
-        self.flip = float(flip)
-        self.eval_view = bool(eval_view)
-        self.crop_ratio = float(crop_ratio)
+    def __init__(self, spec):
+        super().__init__((spec.resolution, spec.resolution))
+        self.spec = spec  # views.ViewSpec
         self.view_cell = np.zeros(1, np.int64)
 
     def set_view(self, view):
@@ -47,10 +40,11 @@ class ViewDecoder(ResizedCropRGBImageDecoder):
         resize_crop_c = Compiler.compile(resize_crop)
         copy_bytes = _copy_bytes
         view_addr = self.view_cell.ctypes.data
-        view_seed, eval_view, crop_ratio = self.view_seed, self.eval_view, self.crop_ratio
-        s_lo, s_hi = self.scale
-        r_lo, r_hi = self.ratio
-        flip_p = self.flip
+        spec = self.spec
+        view_seed, eval_view, crop_ratio = np.uint64(spec.view_seed), spec.eval_view, spec.crop_ratio
+        s_lo, s_hi = spec.scale
+        r_lo, r_hi = spec.ratio
+        flip_p = spec.flip
         box_of, eval_box_of = params, eval_params
 
         def decode(batch_indices, my_storage, metadata, storage_state):

@@ -4,6 +4,7 @@ compiled into the loader's threads).
 """
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,16 +89,30 @@ class BetonInfo:
         self.fingerprint = fingerprint(self.labels, self.path.stat().st_size, self.path,
                                        image_digest(self.heights, self.widths, allocations))
 
+    def identity(self):
+        """The `dataset` attribute of a store made from this data: its fingerprint and class
+        names."""
+        return dict(self.fingerprint, classes=self.classes)
+
+
+@dataclass(frozen=True)
+class Shuffle:
+    """A random visiting order for training: seeded by `seed` and the epoch; `distributed`
+    makes ffcv emulate torch's DistributedSampler (each process its share); `drop_last`
+    leaves out the last partial batch."""
+
+    seed: int = 0
+    distributed: bool = False
+    drop_last: bool = True
+
 
 class ViewLoader:
     """Batches (images float32 [B, 3, R, R] normalised, labels int64 [B], indices int64 [B]).
 
-    Every image of an epoch is the view set by `set_view` (or the eval view) with the crop
-    `scale` / `ratio` ranges and flip probability `flip` (None: the views module's defaults,
-    torchvision's RandomResizedCrop and flip 0.5). Order is
-    `sequential` or `random` (seeded by `seed` and the epoch; with `distributed`, ffcv emulates
-    torch's DistributedSampler). `indices` restricts the loader to those rows, in that order.
-    `workers` threads decode and normalise (None: this process's share of the cores; see
+    Every image of an epoch is the view set by `set_view` of `spec` (a views.ViewSpec: the
+    crops, flips or eval view and the resolution R). Order: sequential, or `shuffle` (a
+    Shuffle). `indices` restricts the loader to those rows, in that order. `workers` threads
+    decode and normalise (None: this process's share of the cores; see
     `distributed.workers_for`). Images and labels are on `device`; indices stay on the CPU
     (they drive the join and never enter the model).
 
@@ -108,24 +123,18 @@ class ViewLoader:
     new (none is one of ffcv's reused buffers): a caller may keep batches across iterations.
     """
 
-    def __init__(self, path, batch_size, resolution, workers=None, view_seed=0, scale=None,
-                 ratio=None, flip=None, eval_view=False, crop_ratio=None, order="sequential",
-                 seed=0, distributed=False, indices=None, drop_last=False, device="cpu"):
+    def __init__(self, path, spec, batch_size, workers=None, shuffle=None, indices=None,
+                 device="cpu"):
         from ffcv.fields.basics import IntDecoder
         from ffcv.loader import Loader, OrderOption
         from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
-        from .. import views
-        from ..distributed import workers_for  # the argument `distributed` is a flag
+        from ..distributed import workers_for
         from .decoder import ViewDecoder
 
         workers = workers_for(workers)
         self.device = torch.device(device)
-        self.decoder = ViewDecoder(
-            (resolution, resolution), view_seed=view_seed, scale=scale or views.DEFAULT_SCALE,
-            ratio=ratio or views.DEFAULT_RATIO, eval_view=eval_view,
-            crop_ratio=crop_ratio or views.DEFAULT_CROP_RATIO,
-            flip=views.DEFAULT_FLIP if flip is None else flip)
+        self.decoder = ViewDecoder(spec)
         cuda = self.device.type == "cuda"
         to_device = [ToDevice(self.device, non_blocking=True)] if cuda else []
         int_pipe = [IntDecoder(), ToTensor(), *to_device]
@@ -134,10 +143,11 @@ class ViewLoader:
                           _normalize_on_device(self.device)]
         else:
             image_pipe = [self.decoder, _normalize_on_cpu(), ToTensor(), ToTorchImage()]
+        order = shuffle or Shuffle(drop_last=False)
         self.loader = Loader(
             str(path), batch_size=batch_size, num_workers=workers,
-            order=OrderOption.RANDOM if order == "random" else OrderOption.SEQUENTIAL,
-            distributed=distributed, seed=seed, drop_last=drop_last,
+            order=OrderOption.RANDOM if shuffle else OrderOption.SEQUENTIAL,
+            distributed=order.distributed, seed=order.seed, drop_last=order.drop_last,
             indices=None if indices is None else np.asarray(indices, np.int64),
             pipelines={"image": image_pipe, "label": int_pipe,
                        "index": [IntDecoder(), ToTensor()]})

@@ -1,8 +1,26 @@
 """`pct precompute-teachers --data TRAIN.beton --teacher ARCH=CKPT … --views V --out C.zarr`."""
 import click
 
-from ..options import parse_arch_path
+from ..errors import PctError
+from ..options import Finite, parse_arch_path
+from ..views import ViewSpec, given_views, view_options
 from .config import DTYPES, PrecomputeConfig as C
+
+
+class CodecName(click.ParamType):
+    """A --codec value read into its codec (store.codecs.parse): parsed once, here."""
+
+    name = "codec"
+
+    def convert(self, value, param, ctx):
+        from ..store.codecs import parse
+
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse(value)
+        except PctError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def parse_teachers(ctx, param, values):
@@ -19,17 +37,13 @@ def parse_teachers(ctx, param, values):
 @click.option("--trust-checkpoint", is_flag=True, help="Unpickle the --teacher files fully "
               "instead of reading them as data: this runs whatever code a file holds. Only for "
               "files from a source you trust.")
-@click.option("--views", type=int, default=C.views, help="Number of augmentation views V: "
-              "epoch e of `pct train` uses view e mod V (required unless --eval-view).")
-@click.option("--view-seed", type=int, default=C.view_seed, show_default=True,
-              help="Seed of the views: with the view number and the sample index it fixes "
-              "every crop and flip.")
+@click.option("--views", type=click.IntRange(min=1), default=None, help="Number of augmentation "
+              "views V: epoch e of `pct train` uses view e mod V (required unless --eval-view).")
 @click.option("--out", required=True, type=click.Path(), help="The store to write, NAME.zarr: "
               "a path or a URL (s3://bucket/prefix/NAME.zarr, gs://…; credentials and endpoint "
               "from the environment, e.g. AWS_*); an unfinished store of the same command is "
               "resumed.")
-@click.option("--resolution", type=click.IntRange(min=8), default=C.resolution,
-              show_default=True, help="Side of the views fed to the teachers, in pixels.")
+@view_options(ViewSpec())
 @click.option("--batch-size", type=click.IntRange(min=1), default=C.batch_size,
               show_default=True, help="Images per batch, per process.")
 @click.option("-j", "--workers", type=click.IntRange(min=1), default=C.workers,
@@ -37,27 +51,19 @@ def parse_teachers(ctx, param, values):
               "divided among the processes of the node].")
 @click.option("--dtype", type=click.Choice(DTYPES), default=C.dtype,
               help="Logits dtype in the store [default: float16, float32 with --eval-view].")
-@click.option("--codec", default=C.codec, show_default=True, metavar="NAME",
+@click.option("--codec", type=CodecName(), default="float16", show_default=True, metavar="NAME",
               help="How the (mean) logits are stored: float16 (plain logits, 2C bytes per "
               "sample and view), int8 (C + 8 B), topk:K (the K most probable classes, 4K + 4 B) "
               "or sample:K@T (K classes drawn from the softened teacher, 2K + 4 B: kl at T "
-              "only). Compact codecs also record their measured fidelity (README: Compact "
-              "teacher caches).")
+              "only). Compact codecs also record their measured fidelity (docs/codecs.md).")
 @click.option("--store-features", is_flag=True, help="Also store penultimate features "
               "(the input of the final classifier), needed by --kd-loss-mode cna.")
 @click.option("--keep-members", is_flag=True, help="Also store each ensemble member's logits "
               "(plain logits in --dtype, whatever --codec).")
 @click.option("--eval-view", is_flag=True, help="One centre-crop view: the model's validation "
               "predictions, written as a `predictions` store that `pct analyze` reads.")
-@click.option("--crop-ratio", type=float, default=C.crop_ratio, show_default=True,
-              help="Eval view: crop side / shorter image side.")
-@click.option("--scale", type=(float, float), default=C.scale, show_default=True,
-              metavar="LO HI", help="RandomResizedCrop area range, as fractions of the image.")
-@click.option("--ratio", type=(float, float), default=C.ratio, show_default="3/4, 4/3",
-              metavar="LO HI", help="RandomResizedCrop aspect-ratio (width / height) range.")
-@click.option("--flip", type=float, default=C.flip, show_default=True,
-              help="Probability of a horizontal flip per sample and view; 0 disables it "
-              "(digits, text, fixed-orientation images).")
+@click.option("--crop-ratio", type=Finite(0, 1, min_open=True), default=ViewSpec.crop_ratio,
+              show_default=True, help="Eval view: crop side / shorter image side.")
 @click.option("--split", default=C.split, help="Split name recorded in the store "
               "[default: train, or val with --eval-view].")
 @click.option("--overwrite", is_flag=True, help="Replace whatever is at --out (instead of "
@@ -73,7 +79,12 @@ def precompute_teachers(**options):
     shards; the result does not depend on the number of processes)."""
     from .run import run
 
-    summary = run(C(**options))
+    eval_view, crop_ratio = options.pop("eval_view"), options.pop("crop_ratio")
+    spec = ViewSpec(eval_view=eval_view, crop_ratio=crop_ratio, **given_views(options))
+    views = options.pop("views")
+    if views is None and not eval_view:
+        raise PctError("missing --views: how many augmentation views to precompute")
+    summary = run(C(spec=spec, views=views or 1, **options))
     if summary is not None:
         click.echo(f"wrote {summary['out']}: {summary['samples']} samples x {summary['views']} "
                    f"views, {summary['computed_images']} images computed in "
@@ -82,7 +93,7 @@ def precompute_teachers(**options):
                    f"({summary['bytes_per_sample_view']:.0f} bytes per sample and view)")
         recorded = summary.get("fidelity")
         if recorded:
-            from ..fidelity import table
+            from ..codec_fidelity import table
 
             click.echo(f"codec {recorded['codec']} against the exact logits of {recorded['rows']} "
                        f"reference rows (student: {recorded['student']}), stored as attribute "

@@ -7,9 +7,6 @@ with `set_view`. A (view, shard) unit is buffered in memory until all its rows a
 then written and marked done; a rerun of the same command computes only the units not done.
 Rank 0 holds an exclusive lock beside the store for the whole run, and reports the progress
 of every rank (see `all_ranks_progress`).
-
-Its length is the one compute loop with its shard buffers, NaN/overflow checks and all-rank
-progress; each piece is used only here.
 """
 import time
 from dataclasses import dataclass
@@ -17,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import allocator, codecs, distributed, fidelity, models, store, views
+from .. import allocator, codec_fidelity, distributed, models, store
 from ..dataset import BetonInfo, ViewLoader
 from ..errors import PctError, first_nonfinite_row
 from ..progress import Progress
@@ -38,8 +35,7 @@ class Teacher:
 
 @dataclass(frozen=True)
 class Job:
-    """What the compute loop needs: config, store path and attributes, teachers, image sizes,
-    and the codec of the logits."""
+    """What the compute loop needs: config, store path and attributes, teachers, image sizes."""
     cfg: object
     out: store.Location
     attrs: dict
@@ -47,7 +43,6 @@ class Job:
     heights: np.ndarray
     widths: np.ndarray
     device: torch.device
-    codec: object
 
 
 def run(cfg):
@@ -72,7 +67,7 @@ def _run(cfg, dist, start):
         raise PctError(problem)
     try:
         job = Job(cfg, out, store.existing_attrs(out), tuple(teachers), info.heights,
-                  info.widths, dist.device, codecs.parse(cfg.codec))
+                  info.widths, dist.device)
         computed = compute_rank(job, dist.rank, dist.world)
         total = distributed.all_sum([computed], dist.device)[0]
         distributed.barrier()
@@ -160,10 +155,8 @@ def compute_rank(job, rank, world):
 
 def make_loader(job, rows):
     cfg = job.cfg
-    return ViewLoader(cfg.data, cfg.batch_size, cfg.resolution, workers=cfg.workers,
-                      view_seed=cfg.view_seed, scale=cfg.scale, ratio=cfg.ratio, flip=cfg.flip,
-                      eval_view=cfg.eval_view, crop_ratio=cfg.crop_ratio, order="sequential",
-                      indices=rows, device=job.device)
+    return ViewLoader(cfg.data, cfg.spec, cfg.batch_size, cfg.workers, indices=rows,
+                      device=job.device)
 
 
 def all_ranks_progress(job, rank, world, done, own_total):
@@ -202,7 +195,7 @@ def compute_view(job, loader, view, shards, bar=None):
         if not keep.all():
             images, indices = images[torch.from_numpy(keep)], indices[torch.from_numpy(keep)]
         outputs = forward(job.teachers, images, job.cfg.store_features, job.device,
-                          exact=job.cfg.eval_view)
+                          exact=job.cfg.spec.eval_view)
         check_finite(job, outputs, indices.numpy(), view)
         fill(job, buffers, view, indices.numpy(), outputs)
         if bar is not None:
@@ -293,21 +286,19 @@ class ShardBuffer:
         (with view 0's reference rows kept exact), write the unit, mark it done."""
         cfg = job.cfg
         mean = self.members.mean(0)
-        values = {"logits": cast(mean, cfg.dtype, self.lo, view)}
-        if job.codec.name != "float16":
-            rows = np.arange(self.lo, self.hi)
-            values = {"encoded": job.codec.encode(mean, rows, view)}
+        values = {"logits": cast(mean, cfg.logits_dtype, self.lo, view)}
+        if cfg.codec.name != "float16":
+            values = cfg.codec.encode(mean, np.arange(self.lo, self.hi), view)
             if view == 0:
-                values["reference"] = mean[:len(store.reference_rows(job.attrs, self.shard))]
-        members = cast(self.members, cfg.dtype, self.lo, view) if cfg.keep_members else None
-        features = None
+                kept = len(store.reference_rows(job.attrs, self.shard))
+                values["reference_logits"] = mean[:kept]
+        if cfg.keep_members:
+            values["member_logits"] = cast(self.members, cfg.logits_dtype, self.lo, view)
         if cfg.store_features:
-            features = cast(self.features.mean(0), "float16", self.lo, view, "feature")
-        crops = views.crop_boxes(cfg.view_seed, view, job.heights, job.widths, cfg.scale,
-                                 cfg.ratio, cfg.eval_view, cfg.crop_ratio,
-                                 indices=np.arange(self.lo, self.hi), flip=cfg.flip)
-        store.write_unit(job.out, view, self.shard, crops=crops, features=features,
-                         member_logits=members, **values)
+            values["features"] = cast(self.features.mean(0), "float16", self.lo, view, "feature")
+        values["crops"] = cfg.spec.boxes(view, job.heights, job.widths,
+                                         np.arange(self.lo, self.hi))
+        store.write_unit(job.out, view, self.shard, values)
 
 
 def cast(values, dtype, lo, view, what="output"):
@@ -327,13 +318,14 @@ def cast(values, dtype, lo, view, what="output"):
 def record_fidelity(job):
     """A compact cache's `fidelity` attribute (fidelity.record on its reference rows, against
     their exact logits), computed and stored once the store is complete; None for float16."""
-    if job.codec.name == "float16":
+    codec = job.cfg.codec
+    if codec.name == "float16":
         return None
     cache = store.open_store(job.out)
     if "fidelity" in cache.attrs:  # a resumed run: recorded when the store was completed
         return cache.attrs["fidelity"]
     rows, exact, encoded = cache.reference()
-    recorded = fidelity.record(job.codec, exact, cache.labels[rows], encoded=encoded)
+    recorded = codec_fidelity.record(codec, exact, cache.labels[rows], encoded=encoded)
     store.set_attributes(job.out, fidelity=recorded)
     return recorded
 

@@ -5,10 +5,10 @@ from dataclasses import fields
 
 import click
 
-from ..errors import PctError
-from ..options import Choice, parse_arch_path
+from ..losses import FILTERS, MODES, LossConfig
+from ..options import Choice, Finite, parse_arch_path, parse_kwargs
+from ..views import given_views, view_options
 from .config import TrainConfig
-from .losses import FILTERS, MODES, LossConfig
 
 T, L = TrainConfig, LossConfig
 
@@ -21,24 +21,6 @@ def opt(name, *more, **kw):
     if type(kind) is click.Choice:
         kw["type"] = Choice(kind.choices, kind.case_sensitive)
     return click.option(name, *more, show_default=kw.get("default") is not None, **kw)
-
-
-def parse_kwargs(values):
-    out = []
-    for value in values:
-        key, sep, raw = value.partition("=")
-        if not sep or not key:
-            raise PctError(f"--model-kwargs expects KEY=VALUE, got {value!r}")
-        for cast in (int, float):
-            try:
-                raw = cast(raw)
-                break
-            except ValueError:
-                continue
-        else:
-            raw = {"true": True, "false": False}.get(raw.lower(), raw)
-        out.append((key, raw))
-    return tuple(out)
 
 
 @click.command("train")
@@ -70,33 +52,33 @@ def parse_kwargs(values):
      help="Distillation distance d_i: kl (KL at --kd-temperature), l2 (mean squared logit "
      "difference), li (logit difference inhibition, LDI/ELODI), cna (contrastive neighbourhood "
      "alignment on penultimate features) [default: none, plain CE].")
-@opt("--kd-alpha", type=click.FloatRange(0, 1), default=L.kd_alpha,
+@opt("--kd-alpha", type=Finite(0, 1), default=L.kd_alpha,
      help="a in total = (1 - a)(CE + b BCT) + a lambda FD: the distillation share.")
-@opt("--kd-loss-weight", type=click.FloatRange(min=0), default=L.kd_loss_weight,
+@opt("--kd-loss-weight", type=Finite(min=0), default=L.kd_loss_weight,
      help="lambda: multiplies the distillation term.")
-@opt("--kd-temperature", type=click.FloatRange(min=0, min_open=True), default=L.kd_temperature,
+@opt("--kd-temperature", type=Finite(min=0, min_open=True), default=L.kd_temperature,
      help="T of the kl distance (softmax of logits / T, scaled by T^2).")
 @opt("--kd-filter", type=click.Choice(FILTERS), default=L.kd_filter,
      help="Which samples get the extra focal weight beta: all_pass (every sample weight 1), "
      "old_correct (the teacher is right), neg_flip (the teacher is right and the student is "
      "wrong: a negative flip in the making), new_incorrect (the student is wrong).")
-@opt("--filter-base", type=click.FloatRange(min=0), default=L.filter_base,
+@opt("--filter-base", type=Finite(min=0), default=L.filter_base,
      help="Focal weight alpha: w_i = alpha + beta [filter holds for sample i].")
-@opt("--filter-scale", type=click.FloatRange(min=0), default=L.filter_scale,
+@opt("--filter-scale", type=Finite(min=0), default=L.filter_scale,
      help="Focal weight beta (see --filter-base).")
-@opt("--cna-temperature", type=click.FloatRange(min=0, min_open=True), default=L.cna_temperature,
+@opt("--cna-temperature", type=Finite(min=0, min_open=True), default=L.cna_temperature,
      help="tau of cna: cosine similarities are divided by it.")
-@opt("--li-p", type=click.FloatRange(min=1), default=L.li_p,
+@opt("--li-p", type=Finite(min=1), default=L.li_p,
      help="Exponent p of li: mean over classes of max(|new - old| - margin, 0)^p.")
-@opt("--li-margin", type=click.FloatRange(min=0), default=L.li_margin,
+@opt("--li-margin", type=Finite(min=0), default=L.li_margin,
      help="Margin of li, in logit units: differences within it cost nothing.")
 @opt("--li-compute-topk", type=click.IntRange(min=1), default=L.li_compute_topk,
      help="li over the k classes of highest student logit per sample [default: all classes].")
 @click.option("--li-exclude-gt/--no-li-exclude-gt", default=L.li_exclude_gt, show_default=True,
               help="Leave the label's class out of li.")
-@opt("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=L.label_smoothing,
+@opt("--label-smoothing", type=Finite(0, 1, max_open=True), default=L.label_smoothing,
      help="Label smoothing of the CE term (as torchvision's --label-smoothing).")
-@opt("--bct-loss-weight", type=click.FloatRange(min=0), default=L.bct_loss_weight,
+@opt("--bct-loss-weight", type=Finite(min=0), default=L.bct_loss_weight,
      help="b: weight of BCT, the CE of the old classifier on the new model's features "
      "(needs --bct-old-model).")
 @opt("--bct-old-model", default=None, metavar="[ARCH=]CKPT",
@@ -108,7 +90,7 @@ def parse_kwargs(values):
 @opt("--accum-steps", type=click.IntRange(min=1), default=T.accum_steps,
      help="Loader batches per optimizer step (gradient accumulation: the global batch of more "
      "GPUs on fewer).")
-@opt("--lr", "--learning-rate", type=click.FloatRange(min=0, min_open=True), default=T.lr,
+@opt("--lr", "--learning-rate", type=Finite(min=0, min_open=True), default=T.lr,
      help="Base learning rate (see --auto-scale).")
 @opt("--auto-scale", is_flag=True,
      help="lr = lr x global batch / 256, global batch = batch size x accum steps x processes.")
@@ -116,14 +98,14 @@ def parse_kwargs(values):
      help="After warm-up, per epoch: step (x0.1 every --lr-step epochs) or cosine to 0.")
 @opt("--lr-step", type=click.IntRange(min=1), default=T.lr_step,
      help="Epochs between the x0.1 decays of the step schedule.")
-@opt("--warmup-epochs", type=click.FloatRange(min=0), default=T.warmup_epochs,
+@opt("--warmup-epochs", type=Finite(min=0), default=T.warmup_epochs,
      help="Linear learning-rate warm-up from ~0 to lr over this many epochs, per step.")
-@opt("--momentum", type=click.FloatRange(0, 1), default=T.momentum, help="SGD momentum.")
-@opt("--wd", "--weight-decay", type=click.FloatRange(min=0), default=T.wd,
+@opt("--momentum", type=Finite(0, 1), default=T.momentum, help="SGD momentum.")
+@opt("--wd", "--weight-decay", type=Finite(min=0), default=T.wd,
      help="Weight decay (L2) of SGD.")
-@opt("--norm-weight-decay", type=click.FloatRange(min=0), default=None,
+@opt("--norm-weight-decay", type=Finite(min=0), default=None,
      help="Weight decay of normalisation layers and of every bias, e.g. 0 [default: --wd].")
-@opt("--ema-decay", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@opt("--ema-decay", type=Finite(0, 1, min_open=True, max_open=True), default=None,
      help="Keep an exponential moving average of the weights (ema = d ema + (1 - d) w after "
      "every optimizer step), evaluated each epoch and saved [default: none].")
 @opt("--predictions-of", type=click.Choice(["model", "ema"]), default=T.predictions_of,
@@ -136,26 +118,17 @@ def parse_kwargs(values):
      help="Autocast dtype; fp16 scales the loss with a GradScaler (GPUs without bf16) "
      "[default: bf16 on CUDA, none on the CPU].")
 # views
-@opt("--resolution", type=click.IntRange(min=8), default=None,
-     help="Training image side in px [default: the teacher cache's, else 224].")
+@view_options()
 @opt("--val-resolution", type=click.IntRange(min=8), default=None,
      help="Validation image side in px [default: --resolution].")
-@opt("--crop-ratio", type=click.FloatRange(0, 1, min_open=True), default=T.crop_ratio,
+@opt("--crop-ratio", type=Finite(0, 1, min_open=True), default=T.crop_ratio,
      help="Validation centre crop: crop side / shorter image side.")
-@opt("--view-seed", type=int, default=None,
-     help="Seed of the training views [default: the teacher cache's, else 0].")
-@opt("--scale", type=(float, float), default=None, metavar="LO HI",
-     help="RandomResizedCrop area range, as fractions of the image [default: the teacher "
-     "cache's, else 0.08 1].")
-@opt("--ratio", type=(float, float), default=None, metavar="LO HI",
-     help="RandomResizedCrop aspect-ratio range [default: the teacher cache's, else 3/4 4/3].")
-@opt("--flip", type=click.FloatRange(0, 1), default=None,
-     help="Horizontal flip probability; 0 disables it [default: the teacher cache's, else 0.5].")
 # running
 @opt("--workers", "-j", type=click.IntRange(min=1), default=None,
      help="Loader threads per process (also torch's thread count on CPU) [default: the cores "
      "this process may use, divided among the processes of the node].")
-@opt("--seed", type=int, default=T.seed, help="Seed of the initial weights and the data order.")
+@opt("--seed", type=click.IntRange(0, 2**63 - 1), default=T.seed,
+     help="Seed of the initial weights and the data order (0 to 2**63 - 1).")
 @opt("--resume", type=click.Path(), default=T.resume,
      help="auto: continue from RUN_DIR/checkpoint.pt when there is one; or a checkpoint to "
      "continue from. The schedule follows this command's options from the saved epoch.")
@@ -176,6 +149,7 @@ def train(**o):
     """Train a new model, optionally distilling from a teacher cache (PCT)."""
     from .run import run
 
+    view_given = tuple(given_views(o).items())
     loss_names = {f.name for f in fields(LossConfig)} - {"mode"}
     loss = LossConfig(mode=o.pop("kd_loss_mode"), **{k: o.pop(k) for k in loss_names})
     bct = o.pop("bct_old_model")
@@ -183,5 +157,5 @@ def train(**o):
     teachers = tuple(parse_arch_path(v, "--online-teacher") for v in o.pop("online_teacher"))
     cfg = TrainConfig(loss=loss, online_teachers=teachers, bct_old_model=bct_path,
                       bct_old_arch=bct_arch, model_kwargs=parse_kwargs(o.pop("model_kwargs")),
-                      **o)
+                      view_options=view_given, **o)
     run(cfg)

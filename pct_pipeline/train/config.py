@@ -1,12 +1,13 @@
 """Training configuration: every knob of `pct train` with its default, frozen.
 
-The loss knobs live in `losses.LossConfig`; this file holds the rest. The resolved config is
-saved in every checkpoint, in RUN_DIR/config.json and in the predictions store.
+The loss knobs live in `losses.LossConfig`; the views' definition in `views.ViewSpec`; this file
+holds the rest. The resolved config is saved in every checkpoint, in RUN_DIR/config.json and in
+the predictions store.
 """
 from dataclasses import dataclass, field
 
-from ..views import DEFAULT_CROP_RATIO
-from .losses import LossConfig
+from ..losses import LossConfig
+from ..views import ViewSpec
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,13 @@ class TrainConfig:
     sync_bn: bool = False                   # SyncBatchNorm under DDP (CUDA)
     ema_decay: float | None = None          # EMA of the weights after every optimizer step
     predictions_of: str = "model"           # model | ema: what predictions.zarr holds
-    resolution: int | None = None           # None: the cache's resolution, else 224
-    val_resolution: int | None = None       # None: same as resolution
-    crop_ratio: float = DEFAULT_CROP_RATIO
-    view_seed: int | None = None            # None: the cache's, else 0
-    scale: tuple | None = None              # RandomResizedCrop area range; None: the cache's,
-    ratio: tuple | None = None              # else views.DEFAULT_SCALE / DEFAULT_RATIO;
-    flip: float | None = None               # flip probability; None: the cache's, else 0.5
-    workers: int | None = None             # loader threads; None: this process's share of the cores
+    view_options: tuple = ()                # ((name, value), ...): the view options given
+    views: ViewSpec | None = None           # the training views: the cache's, or ViewSpec's
+                                            # defaults, with view_options (resolved at start)
+    val_resolution: int | None = None       # None: the training views' resolution
+    crop_ratio: float = ViewSpec.crop_ratio # validation centre crop
+    val_views: ViewSpec | None = None       # the validation view (resolved at start)
+    workers: int | None = None              # loader threads; None: this process's share of the cores
     seed: int = 0
     save_init_checkpoint: bool = False
     epochs_per_save: int = 0                # also keep checkpoint_epoch_K.pt every K epochs

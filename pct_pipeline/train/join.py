@@ -8,8 +8,9 @@ the current epoch trains.
 Each node reads a view once. With one process on the node, it reads the view's chunks
 sequentially and keeps the rows it needs. With L processes on a node, local rank l reads the
 l-th of L contiguous, chunk-aligned parts of the view into a node-shared array
-(`SharedView`, a file in /dev/shm named by run and node); once all parts are in, every process
-copies its own rows out of it, and the shared array is freed.
+(`SharedView`, a file in /dev/shm named by run and node); once all parts are in (the node's
+processes meet at `distributed.node_agree`), every process copies its own rows out of it, and
+the shared array is freed.
 
 A compact cache (codecs.py) is gathered the same way, array by array of its encoded form (C·s
 below becomes the codec's bytes per row), then decoded in the same background thread: to dense
@@ -32,11 +33,11 @@ import time
 import numpy as np
 import torch
 
-from .. import codecs
+from .. import distributed
 from ..errors import PctError, first_nonfinite_row
-from ..store import value_arrays
-from .losses import SampledTargets
-from .shared_view import SharedView
+from ..losses import SampledTargets
+from ..store import codecs, value_arrays
+from .shared_view import SharedView, unlink
 
 
 class EpochTargets:
@@ -90,16 +91,29 @@ class EpochTargets:
             self._scatter_alone(name, out.numpy())
             return out
         key = f"{self.node.run_id}-node{self.node.node}-{name}-epoch{self.epoch}"
-        shape = (self.store.num_samples, out.shape[1])
-        with SharedView(key, shape, out.numpy().dtype, self.node.local_rank,
-                        self.node.local_world) as shared:
+        shared, problem = None, None
+        try:
+            shared = SharedView(key, (self.store.num_samples, out.shape[1]), out.numpy().dtype)
             lo, hi = part_bounds(self.store, self.node.local_rank, self.node.local_world)
             step = self.store.shard_rows  # one read per shard: its chunks fetched concurrently
             for a in range(lo, hi, step):
                 b = min(a + step, hi)
                 shared.array[a:b] = self._read(name, a, b)
-            shared.wait_all()
+        except (PctError, ValueError, OSError) as exc:
+            problem = exc
+        try:
+            all_ok = distributed.node_agree(problem is None, self.node)  # every part is in
+            if self.node.local_rank == 0:
+                unlink(key)  # every process has mapped it, or given up
+            if problem is not None:
+                raise problem
+            if not all_ok:
+                raise PctError(f"another process of this node failed while reading its part "
+                               f"of the teacher cache {self.store.path}")
             np.take(shared.array, self.order, axis=0, out=out.numpy())
+        finally:
+            if shared is not None:
+                shared.close()
         return out
 
     def _scatter_alone(self, name, out):
@@ -113,14 +127,9 @@ class EpochTargets:
                 out[by_row[a:b]] = self._read(name, lo, hi)[rows_sorted[a:b] - lo]
 
     def _read(self, name, lo, hi):
-        """Rows [lo, hi) of the view; PctError naming the first sample with NaN/inf logits
-        (or NaN/inf in a float array of a compact codec)."""
+        """Rows [lo, hi) of the view (see `check_finite_rows`)."""
         block = self.store.read_rows(name, self.view, lo, hi)
-        if name in self.encoded and np.issubdtype(block.dtype, np.floating):
-            bad = first_nonfinite_row(block)
-            if bad is not None:
-                raise PctError(f"teacher cache {self.store.path} has NaN/inf logits at sample "
-                               f"{lo + bad}, view {self.view}")
+        check_finite_rows(self.store, name, self.view, lo, block)
         return block
 
     def wait(self):
@@ -148,6 +157,16 @@ class EpochTargets:
         if "logits" in rows:
             return rows["logits"].float(), features
         return SampledTargets(self.codec, {name: rows[name] for name in self.encoded}), features
+
+
+def check_finite_rows(store, name, view, lo, rows):
+    """PctError naming the first sample whose teacher logits (rows of array `name` from sample
+    `lo` on, of one view) hold NaN/inf: a float array of the cache's logits or codec."""
+    if name in value_arrays(store.attrs) and np.issubdtype(rows.dtype, np.floating):
+        bad = first_nonfinite_row(rows)
+        if bad is not None:
+            raise PctError(f"teacher cache {store.path} has NaN/inf logits at sample "
+                           f"{lo + bad}, view {view}")
 
 
 def part_bounds(store, part, parts):

@@ -1,5 +1,5 @@
-"""Setting up a `pct train` run: option checks, the training views' definition, the teachers
-(cache or online), the validation loader, and the cross-process checks of DDP."""
+"""Setting up a `pct train` run: option checks, the training and validation views, the
+teachers (cache or online), the validation loader, and the cross-process checks of DDP."""
 import hashlib
 import sys
 from dataclasses import replace
@@ -8,18 +8,19 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .. import views
+from .. import classes, distributed
 from ..errors import PctError
-from .evaluate import make_loader, own_rows
-from .losses import MODES
+from ..losses import MODES
+from ..predictions import make_loader, own_rows
+from ..views import ViewSpec, trained_eval_view
+from .run_folder import trained_config
 from .teachers import CachedTeachers, OnlineTeachers, check_codec, fidelity_warning
 
 
 def make_val_loader(cfg, val_info, num_classes, d):
     """(eval-view loader over this process's validation rows or None, the rows)."""
     rows = own_rows(val_info.num_samples, num_classes, d)
-    return make_loader(cfg.val, rows, cfg.batch_size, cfg.val_resolution or cfg.resolution,
-                       cfg.workers, cfg.crop_ratio, d.device), rows
+    return make_loader(cfg.val, rows, cfg.val_views, cfg.batch_size, cfg.workers, d.device), rows
 
 
 def make_teachers(cfg, cache, loader, num_classes, d, with_features):
@@ -77,42 +78,28 @@ def check_same_classes(train_info, val_info):
     """Refuse validation data whose label i names another class than the training data's
     label i (class folders missing from one of the two shift every later label). Data sets
     written without class names are not compared."""
-    train, val = train_info.classes, val_info.classes
-    if not train or not val:
-        return
-    for label, (a, b) in enumerate(zip(train, val)):
-        if a != b:
-            raise PctError(f"validation data {val_info.path} has class {b!r} at label {label}, "
-                           f"the training data {train_info.path} has {a!r}: the labels would "
-                           f"not mean the same classes")
-    if len(val) > len(train):
-        raise PctError(f"validation data {val_info.path} has classes the training data "
-                       f"{train_info.path} lacks, e.g. {val[len(train)]!r}")
+    classes.check_same(train_info.classes, val_info.classes,
+                       f"the training data {train_info.path}", f"validation data {val_info.path}")
 
 
-def resolve_views(cfg, cache):
-    """`cfg` with the training views' definition filled in: resolution, view seed, crop scale
-    and ratio, flip probability. With a teacher cache they are the cache's (an explicit option
-    that contradicts it is refused, naming both values); without, the views module's defaults."""
+def resolve(cfg, cache, source):
+    """`cfg` with its views resolved: the training views (the teacher cache's, an explicit
+    option that contradicts them refused; without a cache ViewSpec's defaults, with the
+    options given), the validation view (centre crop at --val-resolution, else the training
+    resolution; with --evaluate and no resolution given, the one the checkpoint `source`
+    validated at) and the loader workers."""
+    given = dict(cfg.view_options)
     if cache is None:
-        cfg = replace(cfg, resolution=cfg.resolution or 224,
-                      view_seed=0 if cfg.view_seed is None else cfg.view_seed,
-                      scale=tuple(cfg.scale or views.DEFAULT_SCALE),
-                      ratio=tuple(cfg.ratio or views.DEFAULT_RATIO),
-                      flip=views.DEFAULT_FLIP if cfg.flip is None else cfg.flip)
-        views.check_augmentation(cfg.scale, cfg.ratio, cfg.flip)
-        return cfg
-    scale, ratio, flip = views.augmentation_attrs(cache.attrs)
-    cached = {"resolution": cache.attrs["resolution"], "view_seed": cache.attrs["view_seed"],
-              "scale": scale, "ratio": ratio, "flip": flip}
-    for name, there in cached.items():
-        here = getattr(cfg, name)
-        if here is not None and (tuple(here) if isinstance(here, (list, tuple)) else here) != there:
-            shown = " ".join(map(str, here)) if isinstance(here, (list, tuple)) else here
-            raise PctError(f"--{name.replace('_', '-')} {shown} contradicts the teacher cache "
-                           f"{cache.path}, made with {name} {there}: its views are fixed (drop "
-                           f"the option, or precompute a cache with it)")
-    return replace(cfg, **cached)
+        views = ViewSpec().with_options(given)
+    else:
+        views = ViewSpec.from_attrs(cache.attrs).with_options(
+            given, source=f"the teacher cache {cache.path}")
+    resolution = cfg.val_resolution or views.resolution
+    if cfg.evaluate and "resolution" not in given and cfg.val_resolution is None:
+        trained = trained_eval_view(trained_config(source, cfg.trust_checkpoint))
+        resolution = trained.resolution if trained else resolution
+    return replace(cfg, views=views, val_views=ViewSpec.centre(resolution, cfg.crop_ratio),
+                   workers=distributed.workers_for(cfg.workers))
 
 
 def sync_buffers(model, d):

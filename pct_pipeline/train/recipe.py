@@ -37,6 +37,14 @@ def lr_factor(cfg, epoch, step, steps_per_epoch):
     return 0.1 ** (epoch // cfg.lr_step)
 
 
+def base_lr(cfg, world):
+    """The base learning rate: --lr, times global batch / 256 with --auto-scale (global batch =
+    batch size x accumulation steps x processes)."""
+    if not cfg.auto_scale:
+        return cfg.lr
+    return cfg.lr * cfg.batch_size * cfg.accum_steps * world / 256
+
+
 def schedule_state(cfg, optimizer, epoch):
     """What a checkpoint records of the learning-rate schedule after `epoch` epochs. The
     schedule is a function of (epoch, step) (`lr_factor`), so resuming recomputes it; this

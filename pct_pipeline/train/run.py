@@ -2,30 +2,57 @@
 
 Epoch e trains on view e mod V of a teacher cache (view e without one), joined by sample index
 to the cached logits; the loss is `losses.pct_loss`. After every epoch RUN_DIR/checkpoint.pt
-is written atomically, then a line is appended to RUN_DIR/metrics.jsonl (losses, top-1/top-5,
-images/s, where the step's time went); the final model's validation logits go to
+is written atomically (state.py), then a line is appended to RUN_DIR/metrics.jsonl (losses,
+top-1/top-5, images/s, where the step's time went); the final model's validation logits go to
 RUN_DIR/predictions.zarr. Re-running the command into its run folder resumes it
-(checkpoint.py); the recipe (schedule, precision, EMA) is in recipe.py.
+(run_folder.py); the recipe (schedule, precision, EMA) is in recipe.py.
 """
 import json
 import time
 from contextlib import ExitStack, nullcontext
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import allocator, distributed, models, store
-from ..dataset import BetonInfo, ViewLoader
+from ..dataset import BetonInfo, Shuffle, ViewLoader
 from ..errors import PctError, writing
-from . import checkpoint, recipe
-from .clock import CHECK_EVERY, NonFinite, StepClock
-from .evaluate import predict, validate, write_predictions
-from .losses import pct_loss
+from ..losses import pct_loss
+from ..predictions import Output, predict, validate, write_predictions
+from ..progress import clock
+from . import recipe, run_folder
+from .clock import StepClock
+from .nonfinite import CHECK_EVERY, NonFinite
 from .prepare import (bct_arch, check_options, check_ranks_in_sync, make_teachers,
-                      make_val_loader, resolve_views, sync_buffers)
-from .teachers import bct_head, open_cache
+                      make_val_loader, resolve, sync_buffers)
+from .state import TrainState
+from .teachers import bct_head, open_cache, verify_cache
+
+
+@dataclass(frozen=True)
+class Run:
+    """What stays fixed during one `pct train` command: the resolved config, the run folder,
+    the identity a checkpoint must share to be resumed (run_folder.identity), this process's
+    distributed.Dist, the validation data (a dataset.BetonInfo) and the model's class count."""
+
+    cfg: object
+    out: Path
+    ident: dict
+    d: object
+    val_info: object
+    num_classes: int
+
+
+class OldModel(NamedTuple):
+    """Where the loss's old-model inputs come from: `teachers` (CachedTeachers,
+    OnlineTeachers or None) and the frozen old classifier of BCT, `bct_head` ((weight, bias)
+    or None)."""
+
+    teachers: object
+    bct_head: tuple | None
 
 
 def run(cfg):
@@ -41,119 +68,119 @@ def _run(cfg, d, held):
     train_info, val_info = BetonInfo(cfg.data), BetonInfo(cfg.val)
     num_classes = cfg.num_classes or train_info.num_classes
     check_options(cfg, train_info, val_info, num_classes)
-    source = checkpoint.resume_source(cfg)
-    if cfg.evaluate and cfg.resolution is None and cfg.val_resolution is None:
-        cfg = replace(cfg, val_resolution=checkpoint.validated_resolution(source, cfg))
+    source = run_folder.resume_source(cfg)
     cnaish = cfg.loss.mode == "cna"
     cache = open_cache(cfg.teacher_cache, train_info, num_classes, cnaish) if cfg.teacher_cache else None
-    cfg = replace(resolve_views(cfg, cache), workers=distributed.workers_for(cfg.workers))
-    ident = checkpoint.identity(cfg, num_classes, train_info, cache, d.world, val_info)
+    if cache is not None:
+        verify_cache(cache, d)
+    cfg = resolve(cfg, cache, source)
+    ident = run_folder.identity(cfg, num_classes, train_info, cache, d.world, val_info)
+    run = Run(cfg, Path(cfg.out), ident, d, val_info, num_classes)
+    state = build_state(cfg, num_classes, d)
+    start_epoch = state.load(source, cfg, ident) if source else 0
+    recipe.apply_options(state.optimizer, cfg, recipe.base_lr(cfg, d.world))
+    val = make_val_loader(cfg, val_info, num_classes, d)
+    if cfg.evaluate or start_epoch >= cfg.epochs:
+        return finish(run, state, val, start_epoch, source)
+    loader = ViewLoader(cfg.data, cfg.views, cfg.batch_size, cfg.workers,
+                        shuffle=Shuffle(cfg.seed, distributed=d.world > 1), device=d.device)
+    old = OldModel(make_teachers(cfg, cache, loader, num_classes, d, cnaish),
+                   make_bct_head(cfg, cache, state.model, num_classes, d))
+    net = DistributedDataParallel(state.model) if d.world > 1 else state.model
+    held.enter_context(lock_run_folder(run.out, d))
+    if d.is_main:
+        start_run(run, state, source, start_epoch)
+    distributed.barrier()
+    allocator.freeze_built_objects()
+    started = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        view = old.teachers.view_of(epoch) if old.teachers else epoch
+        loader.set_epoch(epoch)
+        loader.set_view(view)
+        if old.teachers:
+            old.teachers.begin_epoch(epoch, cfg.epochs)
+        stats = train_one_epoch(cfg, state, net, loader, old, epoch, d)
+        sync_buffers(state.model, d)
+        stats.update(epoch=epoch + 1, view=view, **validate(predict(state.model, val[0]), d))
+        if state.ema is not None:
+            ema_stats = validate(predict(state.ema.module, val[0]), d)
+            stats.update(ema_top1=ema_stats["top1"], ema_top5=ema_stats["top5"])
+        if d.is_main:
+            per_epoch = (time.perf_counter() - started) / (epoch + 1 - start_epoch)
+            end_epoch(run, state, stats, per_epoch * (cfg.epochs - epoch - 1))
+    check_ranks_in_sync(state.model, d)
+    return finish(run, state, val, cfg.epochs)
+
+
+def build_state(cfg, num_classes, d):
+    """A fresh TrainState: the model (seeded by cfg.seed, on d's device, channels_last on
+    CUDA), SGD, precision and EMA as the recipe says."""
     torch.manual_seed(cfg.seed)
     model = models.build_model(cfg.arch, num_classes, pretrained=cfg.pretrained,
                                **dict(cfg.model_kwargs))
     model = recipe.convert_sync_bn(cfg, model, d).to(d.device)
     if d.device.type == "cuda" and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    lr = cfg.lr * cfg.batch_size * cfg.accum_steps * d.world / 256 if cfg.auto_scale else cfg.lr
-    optimizer, precision = recipe.make_optimizer(cfg, model, lr), recipe.Precision(cfg, d.device)
-    ema = recipe.make_ema(cfg, model)
-    out = Path(cfg.out)
-    start_epoch = checkpoint.load(source, cfg, ident, model, optimizer, precision, ema) if source else 0
-    recipe.apply_options(optimizer, cfg, lr)  # the schedule of this command, from where it is
-    val = make_val_loader(cfg, val_info, num_classes, d)
-    if cfg.evaluate or start_epoch >= cfg.epochs:
-        return finish(cfg, model, ema, val, val_info, num_classes, d, out, start_epoch, source)
-    train_loader = ViewLoader(cfg.data, cfg.batch_size, cfg.resolution, cfg.workers,
-                              order="random", seed=cfg.seed, distributed=d.world > 1,
-                              drop_last=True, device=d.device, view_seed=cfg.view_seed,
-                              scale=cfg.scale, ratio=cfg.ratio, flip=cfg.flip)
-    teachers = make_teachers(cfg, cache, train_loader, num_classes, d, cnaish)
-    head = None
-    if cfg.loss.bct_loss_weight > 0:
-        head = bct_head(cfg.bct_old_model, cfg.bct_old_arch or bct_arch(cfg, cache),
-                        models.feature_dim(model), num_classes, d.device, cfg.trust_checkpoint)
-    net = DistributedDataParallel(model) if d.world > 1 else model
-    held.enter_context(lock_run_folder(out, d))
-    if d.is_main:
-        start_run(cfg, out, source, start_epoch, ident, model, optimizer, precision, ema)
-    distributed.barrier()
-    allocator.freeze_built_objects()
-    started = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
-        view = teachers.view_of(epoch) if teachers else epoch
-        train_loader.set_epoch(epoch)
-        train_loader.set_view(view)
-        if teachers:
-            teachers.begin_epoch(epoch, cfg.epochs)
-        stats = train_one_epoch(cfg, net, model, train_loader, optimizer, precision, ema,
-                                teachers, head, epoch, d)
-        sync_buffers(model, d)
-        stats.update(epoch=epoch + 1, view=view, **validate(predict(model, val[0]), d))
-        if ema is not None:
-            ema_stats = validate(predict(ema.module, val[0]), d)
-            stats.update(ema_top1=ema_stats["top1"], ema_top5=ema_stats["top5"])
-        if d.is_main:
-            end_epoch(cfg, out, stats, ident, model, optimizer, precision, ema, started, start_epoch)
-    check_ranks_in_sync(model, d)
-    return finish(cfg, model, ema, val, val_info, num_classes, d, out, cfg.epochs)
+    optimizer = recipe.make_optimizer(cfg, model, recipe.base_lr(cfg, d.world))
+    return TrainState(model, optimizer, recipe.Precision(cfg, d.device), recipe.make_ema(cfg, model))
+
+
+def make_bct_head(cfg, cache, model, num_classes, d):
+    """The frozen old classifier BCT applies to the new features, or None without BCT."""
+    if cfg.loss.bct_loss_weight == 0:
+        return None
+    return bct_head(cfg.bct_old_model, cfg.bct_old_arch or bct_arch(cfg, cache),
+                    models.feature_dim(model), num_classes, d.device, cfg.trust_checkpoint)
 
 
 def lock_run_folder(out, d):
-    """Process 0's `checkpoint.RunLock` of the run folder (nothing elsewhere); when another
+    """Process 0's `run_folder.RunLock` of the run folder (nothing elsewhere); when another
     command holds it, every process stops with the same one-line refusal."""
-    lock, problem = nullcontext(), None
-    if d.is_main:
-        try:
-            lock = checkpoint.RunLock(out)
-        except PctError as exc:
-            problem = str(exc)
-    problem = distributed.first_problem(problem)
-    if problem is not None:
-        raise PctError(problem)
+    lock = nullcontext()
+
+    def take():
+        nonlocal lock
+        if d.is_main:
+            lock = run_folder.RunLock(out)
+
+    distributed.agree(take)
     return lock
 
 
-def start_run(cfg, out, source, start_epoch, ident, model, optimizer, precision, ema):
+def start_run(run, state, source, start_epoch):
     """Process 0, before the first epoch: clear a run being overwritten, record the config,
     drop metrics lines newer than the checkpoint resumed, save init.pt if asked."""
+    cfg, out = run.cfg, run.out
     if cfg.overwrite:
-        checkpoint.clear_run(out)
+        run_folder.clear_run(out)
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1, default=str))
     if source is not None:
-        checkpoint.trim_metrics(out, start_epoch)
+        run_folder.trim_metrics(out, start_epoch)
         print(f"resuming from {source} at epoch {start_epoch} of {cfg.epochs}", flush=True)
     if cfg.save_init_checkpoint and start_epoch == 0:
-        checkpoint.save(out / "init.pt", cfg, ident, model, optimizer, precision, ema, 0)
+        state.save(out / "init.pt", cfg, run.ident, 0)
 
 
-def end_epoch(cfg, out, stats, ident, model, optimizer, precision, ema, started, start_epoch):
+def end_epoch(run, state, stats, seconds_left):
     """Process 0, after an epoch: the checkpoint first, then its metrics line (a run killed
     between the two resumes without a duplicate line), then the progress line."""
-    epoch = stats["epoch"]
-    checkpoint.save(out / "checkpoint.pt", cfg, ident, model, optimizer, precision, ema, epoch)
+    cfg, out, epoch = run.cfg, run.out, stats["epoch"]
+    state.save(out / "checkpoint.pt", cfg, run.ident, epoch)
     if cfg.epochs_per_save and epoch % cfg.epochs_per_save == 0:
-        checkpoint.save(out / f"checkpoint_epoch_{epoch}.pt", cfg, ident, model, optimizer,
-                        precision, ema, epoch)
-    checkpoint.log_epoch(out, stats)
-    per_epoch = (time.perf_counter() - started) / (epoch - start_epoch)
+        state.save(out / f"checkpoint_epoch_{epoch}.pt", cfg, run.ident, epoch)
+    run_folder.log_epoch(out, stats)
     ema = f" ema top1 {stats['ema_top1']:.4f}" if "ema_top1" in stats else ""
     print(f"epoch {epoch}/{cfg.epochs}: loss {stats['loss']:.4f} ce {stats['ce']:.4f} "
           f"fd {stats['fd']:.4f} top1 {stats['top1']:.4f} top5 {stats['top5']:.4f}{ema} "
-          f"{stats['images_per_s']:.0f} img/s, ETA {eta(per_epoch * (cfg.epochs - epoch))}",
-          flush=True)
+          f"{stats['images_per_s']:.0f} img/s, ETA {clock(seconds_left)}", flush=True)
 
 
-def eta(seconds):
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
-def train_one_epoch(cfg, net, model, loader, optimizer, precision, ema, teachers, head, epoch, d):
+def train_one_epoch(cfg, state, net, loader, old, epoch, d):
     """One pass over the loader; returns mean losses, images/s and the step's time account.
 
+    state: the TrainState (net: its model, wrapped by DDP under torchrun); old: an OldModel.
     Every `accum_steps` loader batches make one optimizer step (gradients of the group
     averaged; DDP synchronises on the group's last batch only).
     """
@@ -169,26 +196,26 @@ def train_one_epoch(cfg, net, model, loader, optimizer, precision, ema, teachers
         step, micro = divmod(i, cfg.accum_steps)
         group = min(cfg.accum_steps, batches - step * cfg.accum_steps)
         if micro == 0:
-            recipe.set_lr(optimizer, recipe.lr_factor(cfg, epoch, step, steps))
+            recipe.set_lr(state.optimizer, recipe.lr_factor(cfg, epoch, step, steps))
         last = micro == group - 1
         with (nullcontext() if last or d.world == 1 else net.no_sync()):
-            with precision.autocast(), (models.FeatureTap(model) if taps else nullcontext()) as tap:
+            with state.precision.autocast(), \
+                    (models.FeatureTap(state.model) if taps else nullcontext()) as tap:
                 output = net(images)
             clock.mark("forward")
             # after the forward: the loader refills its queue then, not during the join
-            old_logits, old_features = (teachers.targets(i, images, indices) if teachers
-                                        else (None, None))
+            targets = old.teachers.targets(i, images, indices) if old.teachers else (None, None)
             clock.mark("targets")
-            loss, parts = step_loss(cfg, d, output, labels, old_logits, tap, old_features, head)
+            loss, parts = step_loss(cfg, d, output, labels, targets, tap, old.bct_head)
             health.watch(i, loss, models.main_logits(output), indices)
             clock.mark("loss")
-            precision.backward(loss / group)
+            state.precision.backward(loss / group)
             clock.mark("backward")
         if last:
-            precision.step(optimizer)
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update_parameters(model)
+            state.precision.step(state.optimizer)
+            state.optimizer.zero_grad(set_to_none=True)
+            if state.ema is not None:
+                state.ema.update_parameters(state.model)
         clock.mark("optimizer")
         for name, value in parts.items():
             sums[name] = sums.get(name, 0.0) + value * len(labels)
@@ -202,13 +229,14 @@ def train_one_epoch(cfg, net, model, loader, optimizer, precision, ema, teachers
     totals = distributed.all_sum([float(v) for v in sums.values()] + [seen], d.device)
     stats = {name: total / max(totals[-1], 1) for name, total in zip(sums, totals)}
     stats.update(images_per_s=totals[-1] / elapsed, train_time_s=elapsed,
-                 lr=optimizer.param_groups[0]["lr"], step_time_s=clock.account())
+                 lr=state.optimizer.param_groups[0]["lr"], step_time_s=clock.account())
     return stats
 
 
-def step_loss(cfg, d, output, labels, old_logits, tap, old_features, head):
-    """(total loss, its parts) of one batch: pct_loss plus the auxiliary heads' CE."""
-    logits = models.main_logits(output)
+def step_loss(cfg, d, output, labels, targets, tap, head):
+    """(total loss, its parts) of one batch: pct_loss plus the auxiliary heads' CE.
+    targets: (old logits [B, C] or None, old features [B, D] or None)."""
+    logits, (old_logits, old_features) = models.main_logits(output), targets
     features, anchors = (tap.features if tap is not None else None), None
     if cfg.loss.mode == "cna" and d.world > 1:  # negatives from the global batch
         anchors = slice(d.rank * len(labels), (d.rank + 1) * len(labels))
@@ -221,31 +249,30 @@ def step_loss(cfg, d, output, labels, old_logits, tap, old_features, head):
     return loss + (1 - a) * models.aux_loss(output, labels), parts
 
 
-def finish(cfg, model, ema, val, val_info, num_classes, d, out, epoch, source=None):
+def finish(run, state, val, epoch, source=None):
     """Write RUN_DIR/predictions.zarr of the final model, or of its EMA with
     --predictions-of ema (every process its own rows), loaded from checkpoint `source` (else
     the run's own); returns its accuracy. A finished run whose complete predictions are of
     this epoch's weights is left as it is; predictions of an earlier epoch (a run continued
     with more epochs) are replaced."""
-    path = out / "predictions.zarr"
+    cfg, d, path = run.cfg, run.d, run.out / "predictions.zarr"
     if not cfg.evaluate and epoch >= cfg.epochs and \
             predictions_model(path) == (epoch, cfg.predictions_of):
         if d.is_main:
-            print(f"{out} is complete ({epoch} of {cfg.epochs} epochs, {path}): nothing to do",
-                  flush=True)
+            print(f"{run.out} is complete ({epoch} of {cfg.epochs} epochs, {path}): nothing to "
+                  f"do", flush=True)
         return None
-    chosen = ema.module if cfg.predictions_of == "ema" else model
-    attrs = {"resolution": cfg.val_resolution or cfg.resolution, "crop_ratio": cfg.crop_ratio,
-             "model": {"arch": cfg.arch, "epoch": epoch, "weights": cfg.predictions_of},
-             "teachers": checkpoint_entry(cfg, source or out / "checkpoint.pt", d),
+    chosen = state.ema.module if cfg.predictions_of == "ema" else state.model
+    attrs = {"model": {"arch": cfg.arch, "epoch": epoch, "weights": cfg.predictions_of},
+             "teachers": checkpoint_entry(cfg, source or run.out / "checkpoint.pt", d),
              "config": asdict(cfg)}
     loader, rows = val
-    result = write_predictions(path, predict(chosen, loader), rows, val_info, num_classes, d,
-                               attrs, f"the {cfg.arch} model of {out}")
+    output = Output(path, run.val_info, run.num_classes, cfg.val_views, attrs)
+    result = write_predictions(output, predict(chosen, loader), rows, d,
+                               f"the {cfg.arch} model of {run.out}")
     if d.is_main:
         print(f"final: top1 {result['top1']:.4f} top5 {result['top5']:.4f} at "
-              f"{attrs['resolution']} px -> "
-              f"{out / 'predictions.zarr'}", flush=True)
+              f"{cfg.val_views.resolution} px -> {path}", flush=True)
     return result
 
 
@@ -266,4 +293,3 @@ def predictions_model(path):
     except PctError:
         return None
     return model.get("epoch"), model.get("weights")
-

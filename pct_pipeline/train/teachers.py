@@ -8,10 +8,10 @@ from contextlib import nullcontext
 
 import torch
 
-from .. import codecs, fidelity, models
+from .. import codec_fidelity, distributed, models
 from ..errors import PctError, first_nonfinite_row
-from ..store import open_store
-from .join import EpochTargets
+from ..store import codecs, open_store
+from .join import EpochTargets, check_finite_rows
 
 MIN_COSINE = 0.99  # below it, train warns that a compact cache's targets are off
 
@@ -19,14 +19,7 @@ MIN_COSINE = 0.99  # below it, train warns that a compact cache's targets are of
 def open_cache(path, beton, num_classes, need_features):
     """Open a teacher cache and check it against the training data; returns the Store."""
     cache = open_store(path, kind="teacher-cache")
-    fp, have = beton.fingerprint, cache.attrs.get("dataset", {})
-    # The images' digest when the cache has it (the file size depends on how the writer
-    # packed the file, e.g. its worker count); a cache made before it was recorded: the size.
-    images = "images_sha256" if "images_sha256" in have else "size"
-    for key in ("num_samples", "labels_sha256", images):
-        if have.get(key) != fp[key]:
-            raise PctError(f"teacher cache {path} was made from other data: dataset {key} "
-                           f"{have.get(key)!r} in the cache, {fp[key]!r} in {beton.path}")
+    cache.check_data(beton.identity(), beton.path)
     if cache.num_classes != num_classes:
         raise PctError(f"teacher cache {path} has {cache.num_classes} classes, the model "
                        f"has {num_classes}")
@@ -37,6 +30,14 @@ def open_cache(path, beton, num_classes, need_features):
         raise PctError(f"--kd-loss-mode cna needs teacher features, but {path} has none "
                        f"(make it with precompute-teachers --store-features)")
     return cache
+
+
+def verify_cache(cache, d):
+    """Read every unit of the cache once before training, split among the processes: data
+    that does not match its write records, or NaN/inf logits, stop every process with the same
+    line before any step (each epoch's read checks its view again)."""
+    distributed.agree(lambda: cache.verify(d.rank, d.world,
+                                           lambda *rows: check_finite_rows(cache, *rows)))
 
 
 def check_codec(cache, loss):
@@ -71,7 +72,7 @@ def fidelity_warning(cache, loss):
     if loss.mode not in ("kl", "l2", "li") or codec.name == "float16":
         return None
     recorded = cache.attrs.get("fidelity") or {}
-    key = fidelity.setting_key(loss.mode, loss.kd_temperature)
+    key = codec_fidelity.setting_key(loss.mode, loss.kd_temperature)
     entry = (recorded.get("settings") or {}).get(key)
     if loss.mode == "li" and recorded.get("li") != {"p": loss.li_p, "margin": loss.li_margin}:
         entry = None
@@ -79,7 +80,7 @@ def fidelity_warning(cache, loss):
         if "reference_logits" not in cache.group:
             return None
         rows, exact, stored = cache.reference()
-        entry = fidelity.against_stand_in(codec, stored, exact, cache.labels[rows], loss.mode,
+        entry = codec_fidelity.against_stand_in(codec, stored, exact, cache.labels[rows], loss.mode,
                                           loss.kd_temperature, loss.li_p, loss.li_margin)
     cosine = entry["gradient"]["cosine"]["median"]
     if cosine is None or cosine >= MIN_COSINE:

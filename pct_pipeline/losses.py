@@ -13,17 +13,14 @@ removes the per-sample focus; here the product is taken per sample.
 Teacher ("old") inputs never receive gradients: every function detaches them. A teacher cache
 stored with the sampled codec gives `SampledTargets` in place of teacher logits: they serve
 the kl distance at the codec's temperature only (train refuses other settings at start).
-
-Its length is the loss family of SPEC §Train (kl, l2, li, cna, BCT, focal weights, the sampled
-targets) in one place, each a pure per-sample function.
 """
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .. import models
-from ..errors import PctError
+from . import models
+from .errors import PctError
 
 MODES = ("kl", "l2", "li", "cna")
 FILTERS = ("all_pass", "old_correct", "neg_flip", "new_incorrect")

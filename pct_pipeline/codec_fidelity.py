@@ -3,7 +3,7 @@
 For rows of exact teacher logits x [n, C] (float32) and student logits s [n, C] (a real model's,
 or `perturbed` teacher logits), compare the loss d_i and its gradient g_i = dd_i/ds_i of a kd
 mode computed from the codec's targets against the same from the exact logits, using the loss
-functions of `train.losses` (kl at temperature T, l2, li = logit difference inhibition).
+functions of `losses` (kl at temperature T, l2, li = logit difference inhibition).
 Dense codecs are decoded; the sampled codec uses its own unbiased `kl_loss`, optionally
 averaged over `draws` independent draws per row (to check that the average converges).
 Results are plain dicts of floats. `record` gives the `fidelity` attribute that
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .errors import PctError
-from .train.losses import kl_distill, l2_distill, ldi
+from .losses import kl_distill, l2_distill, ldi
 
 MAX_ELEMENTS = 1 << 24  # rows x draws x classes per autograd pass
 # Recorded in every compact cache: T = 1, and the README recipes' temperatures (4 in the

@@ -17,18 +17,15 @@ view (N up to ~1.3 M rows) can be converted in a background thread.
 Store attributes of a codec are `codec` (its name) and `codec_params` (`params`);
 `from_attrs` rebuilds it. A store without them holds plain logits (float16 unless its array's
 dtype says float32), for which `from_attrs` gives the float16 codec.
-
-Its length is the four codecs side by side, each a small class with the same interface; split
-they would hide that they are interchangeable.
 """
 import math
 import numbers
 import re
 
 import numpy as np
-import torch.nn.functional as F
 
-from .errors import PctError, first_nonfinite_row
+from ..errors import PctError, first_nonfinite_row
+from ..views import splitmix64_array
 
 BLOCK_ROWS = 4096  # bounds the float64 temporaries of a block to a few tens of MiB at C = 1,000
 MAX_INT16_CLASSES = 32768
@@ -218,19 +215,12 @@ class TopK(_Codec):
         return out
 
 
-def _splitmix64(z):
-    """splitmix64 on a uint64 array (wraps modulo 2^64), as views.params uses per sample."""
-    z = z + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
 def _uniforms(seed, view, row_ids, count):
     """float64 [n, count] in [0, 1): a pure function of (seed, view, row id, draw)."""
-    base = _splitmix64(np.array([seed], np.uint64)) ^ np.array([view], np.uint64)
-    keys = _splitmix64(_splitmix64(base) ^ np.asarray(row_ids).astype(np.uint64))
-    bits = _splitmix64(keys[:, None] ^ _splitmix64(np.arange(count, dtype=np.uint64))[None, :])
+    base = splitmix64_array(np.array([seed], np.uint64)) ^ np.array([view], np.uint64)
+    keys = splitmix64_array(splitmix64_array(base) ^ np.asarray(row_ids).astype(np.uint64))
+    draws = splitmix64_array(np.arange(count, dtype=np.uint64))
+    bits = splitmix64_array(keys[:, None] ^ draws[None, :])
     return (bits >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
 
@@ -294,6 +284,8 @@ class Sample(_Codec):
         student_logits: [B, C] any float dtype (gradient flows); encoded: {'indices': int16
         or int64 [B, K], 'neg_entropy': float32 [B, 1]} torch tensors of this codec's rows.
         """
+        import torch.nn.functional as F
+
         self.require("kl", temperature)
         drawn = encoded["indices"].to(student_logits.device).long()
         neg_entropy = encoded["neg_entropy"].to(student_logits.device).float().reshape(-1)

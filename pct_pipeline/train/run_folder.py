@@ -1,17 +1,13 @@
-"""Run folders and checkpoints of `pct train`: nothing of a run is lost to a re-run.
+"""Run folders of `pct train`: nothing of a run is lost to a re-run.
 
 A run folder holds checkpoint.pt (after every epoch), metrics.jsonl (a line per epoch, written
 after that epoch's checkpoint), config.json and, at the end, predictions.zarr. The same
 command run again into the same folder (a cluster re-queue) resumes from checkpoint.pt
 (`--resume auto`, the default); a finished run is left as it is. `--overwrite` starts afresh,
 removing only the run's own files. Resuming checks that the checkpoint was trained on the
-same data, teacher cache, loss and model (refused otherwise, naming the setting and both
-values) and notes a changed seed, process count, batch size or validation set. While a
+same data, teacher cache, loss and model (`identity`; refused otherwise, naming the setting and
+both values) and notes a changed seed, process count, batch size or validation set. While a
 command trains, process 0 holds the folder's `RunLock`.
-
-Checkpoints hold tensors, dicts, lists and plain values only (models.load_file reads them as
-data): model, model_ema, optimizer, scheduler (the learning-rate schedule's settings and
-rates), scaler, epoch, CPU and CUDA RNG states, config, identity.
 """
 import json
 import os
@@ -19,13 +15,10 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
-from .. import __version__, models
+from .. import models
 from ..errors import PctError, writing
 from ..files import write_text_atomic
-from ..location import Location
-from . import recipe
+from ..store import Location
 
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "config.json", "predictions.zarr", "init.pt")
 REFUSED = ("arch", "num_classes", "model_kwargs", "data", "teacher_cache", "loss")
@@ -40,6 +33,7 @@ def plain(obj):
 def identity(cfg, num_classes, train_info, cache, world, val_info):
     """What a checkpoint must share with the command that resumes it (and what it may not)."""
     data = {k: train_info.fingerprint[k] for k in ("size", "num_samples", "labels_sha256")}
+    data["classes"] = train_info.classes
     fp = val_info.fingerprint
     validation = f"{fp['path']} ({fp['num_samples']} samples, labels {fp['labels_sha256'][:12]})"
     teacher_cache = None
@@ -100,14 +94,12 @@ def evaluated_checkpoint(cfg, own):
     return path
 
 
-def validated_resolution(path, cfg):
-    """The validation resolution of the run that wrote checkpoint `path` (its config's
-    val_resolution, else resolution), or None when it does not say."""
-    saved = models.load_file(path, cfg.trust_checkpoint)
+def trained_config(path, trust=False):
+    """The `config` dict of the `pct train` run that wrote checkpoint `path` ({} when it has
+    none)."""
+    saved = models.load_file(path, trust)
     config = saved.get("config") if isinstance(saved, dict) else None
-    config = config if isinstance(config, dict) else {}
-    value = config.get("val_resolution") or config.get("resolution")
-    return int(value) if isinstance(value, int) and value > 0 else None
+    return config if isinstance(config, dict) else {}
 
 
 class RunLock:
@@ -136,48 +128,6 @@ def clear_run(out):
             shutil.rmtree(path)
         else:
             path.unlink()
-
-
-def save(path, cfg, ident, model, optimizer, precision, ema, epoch):
-    """Write a checkpoint atomically (temporary file + rename)."""
-    state = {"model": model.state_dict(), "arch": cfg.arch, "num_classes": ident["num_classes"],
-             "model_kwargs": dict(cfg.model_kwargs), "optimizer": optimizer.state_dict(),
-             "scheduler": recipe.schedule_state(cfg, optimizer, epoch),
-             "scaler": precision.scaler.state_dict(), "epoch": epoch,
-             "rng": torch.get_rng_state(), "config": plain(asdict(cfg)), "identity": ident,
-             "pct_version": __version__}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    if ema is not None:
-        state["model_ema"] = ema.state_dict()
-    models.save_atomic(state, path)
-
-
-def load(path, cfg, ident, model, optimizer, precision, ema):
-    """Restore a `pct train` checkpoint into the run; returns the epochs it completed."""
-    ckpt = models.load_file(path, cfg.trust_checkpoint)
-    state, _ = models.checkpoint_state(ckpt, path)
-    if ckpt.get("arch", cfg.arch) != cfg.arch:
-        raise PctError(f"--resume {path} is a {ckpt['arch']} checkpoint, --arch is {cfg.arch}")
-    models.load_weights(model, state, cfg.arch, path)
-    if not cfg.evaluate:
-        check_identity(path, ckpt.get("identity"), ident)
-        if "optimizer" in ckpt:
-            saved = len(ckpt["optimizer"].get("param_groups", []))
-            if saved != len(optimizer.param_groups):
-                raise PctError(f"--resume {path} has {saved} optimizer parameter group(s), this "
-                               f"command {len(optimizer.param_groups)} (was "
-                               f"--norm-weight-decay given to one and not the other?)")
-            optimizer.load_state_dict(ckpt["optimizer"])
-        if "scaler" in ckpt:
-            precision.scaler.load_state_dict(ckpt["scaler"])
-    if ema is not None and "model_ema" in ckpt:
-        ema.load_state_dict(ckpt["model_ema"])
-    if "rng" in ckpt:
-        torch.set_rng_state(ckpt["rng"])
-    if "cuda_rng" in ckpt and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
-    return int(ckpt.get("epoch", 0))
 
 
 def check_identity(path, saved, current):

@@ -36,7 +36,7 @@ class WriteConfig:
 def write_dataset(**options):
     """Convert an ImageFolder tree SRC (one sub-folder per class) into an FFCV .beton OUT, with
     OUT.json beside it (class names, fingerprint)."""
-    from .dataset import write_beton
+    from .writer import write_beton
 
     cfg = WriteConfig(**options)
     start = time.perf_counter()

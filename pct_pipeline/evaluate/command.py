@@ -1,55 +1,8 @@
 """`pct evaluate --checkpoint CKPT --data VAL.beton --out PRED.zarr`."""
-from dataclasses import dataclass, replace
-
 import click
 
-from ..views import DEFAULT_CROP_RATIO
-
-FALLBACK_RESOLUTION = 224        # for a checkpoint without a `pct train` config
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """What `pct evaluate` does; saved whole, resolved, in the store's `config` attribute.
-
-    arch: None means the architecture the checkpoint names (needed for a bare state dict).
-    resolution, crop_ratio: None means the checkpoint's own (see `resolve`).
-    workers: None means this process's share of the cores (distributed.workers_for).
-    device: None means this process's GPU if any, else the CPU.
-    rows_per_chunk: None means chunks of about 1 MiB.
-    trust_checkpoint: unpickle the checkpoint fully, which runs any code it holds; otherwise it
-    is read as data only (models.load_file).
-    """
-
-    checkpoint: str
-    data: str
-    out: str
-    arch: str | None = None
-    resolution: int | None = None
-    crop_ratio: float | None = None
-    batch_size: int = 256
-    workers: int | None = None
-    device: str | None = None
-    overwrite: bool = False
-    trust_checkpoint: bool = False
-    rows_per_chunk: int | None = None
-
-    def resolve(self, trained):
-        """This config with resolution and crop ratio filled in: those given, else the ones
-        the model was validated with during training (`trained`: the `config` dict of a `pct
-        train` checkpoint, its val_resolution or resolution, and its crop_ratio), else 224
-        and 224/256."""
-        trained = trained if isinstance(trained, dict) else {}
-        resolution = (self.resolution or _positive(trained.get("val_resolution"))
-                      or _positive(trained.get("resolution")) or FALLBACK_RESOLUTION)
-        crop_ratio = self.crop_ratio or _positive(trained.get("crop_ratio")) or DEFAULT_CROP_RATIO
-        return replace(self, resolution=int(resolution), crop_ratio=float(crop_ratio))
-
-
-def _positive(value):
-    """`value` if it is a positive number, else None."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return value if number and value > 0 else None
+from ..options import Finite
+from .config import EvaluateConfig
 
 
 @click.command("evaluate")
@@ -67,7 +20,7 @@ def _positive(value):
 @click.option("--resolution", type=click.IntRange(min=8), default=EvaluateConfig.resolution,
               help="Side of the centre crop fed to the model, in pixels [default: the "
               "checkpoint's validation resolution from `pct train`, else 224].")
-@click.option("--crop-ratio", type=click.FloatRange(0, 1, min_open=True),
+@click.option("--crop-ratio", type=Finite(0, 1, min_open=True),
               default=EvaluateConfig.crop_ratio,
               help="Crop side / shorter image side of the centre crop [default: the "
               "checkpoint's from `pct train`, else 0.875 = 224/256].")
@@ -89,9 +42,9 @@ def _positive(value):
 def evaluate(**options):
     """Write the eval-view predictions of a checkpoint as a store for `pct analyze`. Runs as one
     process or under torchrun (each process writes its own rows)."""
-    from .evaluate import evaluate_checkpoint
+    from .run import run
 
-    result = evaluate_checkpoint(EvaluateConfig(**options))
+    result = run(EvaluateConfig(**options))
     used = result["config"]
     click.echo(f"top1 {result['top1']:.4f} top5 {result['top5']:.4f} at {used['resolution']} px, "
                f"crop ratio {used['crop_ratio']:.4g} -> {used['out']}")

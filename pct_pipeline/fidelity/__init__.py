@@ -1,0 +1,1 @@
+"""`pct cache-fidelity`: how closely a compact teacher cache serves the distillation losses."""
