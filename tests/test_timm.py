@@ -40,11 +40,11 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def timm_train_checkpoint(path, model, name, model_kwargs=None, ema=None):
+def timm_train_checkpoint(path, model, name, model_kwargs=None, ema=None, gp=None):
     """`model` saved as timm's train.py saves it (CheckpointSaver._save, timm 1.0)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    args = argparse.Namespace(model=name, model_kwargs=dict(model_kwargs or {}), lr=0.1,
-                              epochs=3, img_size=None, data_dir="/data/imagenet")
+    args = argparse.Namespace(model=name, model_kwargs=dict(model_kwargs or {}), gp=gp, lr=0.1,
+                              drop_path=0.1, epochs=3, img_size=None, data_dir="/data/imagenet")
     state = {"epoch": 2, "arch": name, "optimizer": optimizer.state_dict(), "version": 2,
              "args": args, "state_dict": model.state_dict(), "metric": 71.5,
              "saver": {"checkpoint_files": [], "best_epoch": 2, "best_metric": 71.5}}
@@ -162,7 +162,8 @@ def test_timm_train_checkpoint_is_read_as_data_with_its_arch_and_model_kwargs(tm
     torch.manual_seed(3)
     model = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32)
     ema = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32)
-    path = timm_train_checkpoint(tmp_path / "last.pth.tar", model, "vit_tiny_patch16_224.augreg_in21k",
+    path = timm_train_checkpoint(tmp_path / "last.pth.tar", model,
+                                 "vit_tiny_patch16_224.augreg_in21k",
                                  model_kwargs={"img_size": 32}, ema=ema)
     raw = models.load_file(path)
     assert raw["arch"] == "timm:vit_tiny_patch16_224" and raw["model_kwargs"] == {"img_size": 32}
@@ -170,6 +171,14 @@ def test_timm_train_checkpoint_is_read_as_data_with_its_arch_and_model_kwargs(tm
     loaded, classes = models.load_model(raw["arch"], path, 10)  # img_size 32 from its args
     assert classes == 10 and same_weights(loaded, model.state_dict())  # state_dict, not EMA
     assert not same_weights(loaded, ema.state_dict())
+
+
+def test_timm_train_checkpoint_builds_with_its_global_pool(tmp_path):
+    torch.manual_seed(6)
+    model = timm.create_model("resnet10t", num_classes=10, global_pool="catavgmax")  # 2 x 512
+    path = timm_train_checkpoint(tmp_path / "cat.pth.tar", model, "resnet10t", gp="catavgmax")
+    loaded, _ = models.load_model("timm:resnet10t", path, 10)
+    assert models.feature_dim(loaded) == 1024 and same_weights(loaded, model.state_dict())
 
 
 def test_timm_train_checkpoint_that_runs_code_is_still_refused(tmp_path):

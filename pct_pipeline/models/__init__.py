@@ -16,10 +16,11 @@ is imported only for a `timm:` name.
 import importlib
 
 _HOME = {
-    "architectures": ("AUX_HEADS", "CLASSIFIER_ATTRS", "INCEPTION_AUX_MIN", "LOCAL_MODELS", "SmallCNN",
-                      "available_models", "build_model", "classifier_key", "classifier_name",
-                      "classifier_weights", "feature_dim", "hub_weights", "input_requirement",
-                      "shape_only_model", "shared_feature_dim", "torchvision_models"),
+    "architectures": ("AUX_HEADS", "CLASSIFIER_ATTRS", "INCEPTION_AUX_MIN", "LOCAL_MODELS",
+                      "SmallCNN", "available_models", "build_model", "classifier_key",
+                      "classifier_name", "classifier_weights", "feature_dim", "hub_weights",
+                      "input_requirement", "shape_only_model", "shared_feature_dim",
+                      "torchvision_models"),
     "outputs": ("autocast", "aux_loss", "main_logits"),
     "checkpoints": ("checkpoint_num_classes", "checkpoint_record", "checkpoint_state",
                     "load_file", "load_model", "load_weights", "read_checkpoint",

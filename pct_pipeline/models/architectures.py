@@ -24,8 +24,8 @@ timm_models.py.
 `pretrained=True` loads torchvision's published weights (the architecture's DEFAULT weights;
 for a variant, those of its ResNet into the backbone) from the torch hub cache only, never
 downloading; with a class count other than the weights' 1000, the final classifier (and the
-auxiliary heads' last layers) are replaced by freshly initialised ones. (timm models start
-from a local file instead: timm_models.py.)
+auxiliary heads' last layers) are replaced by freshly initialised ones. timm models start
+from a local file instead (timm_models.py).
 
 Its length is torchvision's variety (auxiliary heads, 1x1-conv classifiers, input-size rules),
 all of which the construction and the classifier lookup must know together.
@@ -216,9 +216,10 @@ def _check_input(arch, lo, exact, module, inputs):
 
 def classifier_name(model):
     """Qualified name of the final classifier layer, the one producing the main logits: the
-    model's own `classifier_layer` if it names one (the ResNet variants, timm models), else the last
-    nn.Linear or 1x1 nn.Conv2d under the first of `fc`, `classifier`, `head`, `heads` the model
-    has (every torchvision classifier), else the last nn.Linear outside auxiliary heads."""
+    model's own `classifier_layer` if it names one (the ResNet variants, timm models), else
+    the last nn.Linear or 1x1 nn.Conv2d under the first of `fc`, `classifier`, `head`, `heads`
+    the model has (every torchvision classifier), else the last nn.Linear outside auxiliary
+    heads."""
     explicit = getattr(model, "classifier_layer", None)
     if explicit:
         return explicit

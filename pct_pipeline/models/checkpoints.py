@@ -5,7 +5,7 @@ optimizer, scheduler and RNG state, `config`); the original research code's
 `model_best.pth.tar` (keys with a `module.` prefix); a timm train.py checkpoint (`state_dict`,
 `state_dict_ema`, `arch`, `args`, `version`...: its `state_dict` is read, the weights it
 trained, as in pct's own checkpoints, whose `model_ema` is not read either; its arch becomes
-`timm:NAME`, its args.model_kwargs the model's kwargs); a `.safetensors` file (a state dict;
+`timm:NAME`, its args.model_kwargs and gp the model's kwargs); a `.safetensors` file (a state dict;
 needs the safetensors package, which the timm extra installs). Everything is read with
 `torch.load(weights_only=True)`, with argparse.Namespace (timm's `args`, a bag of plain
 values) allowed: a file whose unpickling needs other code is refused, naming the file and the
@@ -119,7 +119,8 @@ def _load_safetensors(path):
 def from_timm(obj):
     """`obj` as read, or, for a checkpoint timm's train.py wrote ({'arch', 'state_dict',
     'version', 'args', ...}), the same with 'arch' as named here (`timm:NAME`, without a
-    pretrained tag or hub prefix) and 'model_kwargs' from its args.model_kwargs. Without
+    pretrained tag or hub prefix) and 'model_kwargs' from its args (model_kwargs, and gp as
+    global_pool: what train.py passes to create_model that shapes the model). Without
     'args', timm's 'arch' is the model's class name, not an architecture: it is dropped."""
     if not (isinstance(obj, dict) and {"arch", "state_dict", "version"} <= obj.keys()
             and "model" not in obj and isinstance(obj["arch"], str)):
@@ -130,8 +131,11 @@ def from_timm(obj):
         del obj["arch"]
         return obj
     obj["arch"] = "timm:" + obj["arch"].rsplit("/", 1)[-1].split(".")[0]
-    if isinstance(getattr(args, "model_kwargs", None), dict):
-        obj.setdefault("model_kwargs", dict(args.model_kwargs))
+    kwargs = getattr(args, "model_kwargs", None)
+    kwargs = dict(kwargs) if isinstance(kwargs, dict) else {}
+    if isinstance(getattr(args, "gp", None), str):  # train.py --gp: the global pooling
+        kwargs.setdefault("global_pool", args.gp)
+    obj.setdefault("model_kwargs", kwargs)
     return obj
 
 
