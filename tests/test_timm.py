@@ -270,7 +270,8 @@ def test_timm_teacher_and_student_through_precompute_train_and_evaluate(
         train_beton, val_beton, tmp_path, capsys):
     """The old model comes from timm's train.py (its checkpoint layout); the new one is a
     different timm ResNet trained by pct train against the cached teacher: CNA on the cached
-    features plus BCT with the old classifier (both 512 wide); then both are evaluated."""
+    features plus BCT with the old classifier (both 512 wide); cache-fidelity takes the new
+    one as --student, a second run the old one as --online-teacher; both are evaluated."""
     torch.manual_seed(0)
     old = timm_train_checkpoint(tmp_path / "model_best.pth.tar",
                                 timm.create_model("resnet10t", num_classes=10), "resnet10t")
@@ -292,6 +293,20 @@ def test_timm_teacher_and_student_through_precompute_train_and_evaluate(
     metrics = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert metrics["fd"] > 0 and metrics["bct"] > 0 and np.isfinite(metrics["loss"])
     assert torch.load(run / "checkpoint.pt", weights_only=True)["arch"] == "timm:resnet18d"
+
+    # the student's gradients against the cache (here its own exact reference) on its views
+    code, out, err = pct(capsys, "cache-fidelity", cache, "--exact", cache, "--student",
+                         f"timm:resnet18d={run / 'checkpoint.pt'}", "--rows", 40,
+                         "--temperature", 4)
+    assert code == 0 and f"student: timm:resnet18d={run / 'checkpoint.pt'}" in out, err
+    # the same teacher run inside the step instead of the cache
+    code, _, err = pct(capsys, "train", "--data", train_beton, "--val", val_beton, "--out",
+                       tmp_path / "online", "--arch", "timm:resnet18d", "--online-teacher",
+                       f"timm:resnet10t={old}", "--kd-loss-mode", "kl", "--epochs", 1,
+                       "--max-steps-per-epoch", 2, "--batch-size", 16, "--print-freq", 0, *common)
+    assert code == 0, err
+    online = json.loads((tmp_path / "online" / "metrics.jsonl").read_text().splitlines()[0])
+    assert online["fd"] > 0
 
     for name, ckpt in (("new", run / "checkpoint.pt"), ("old", old)):  # old: arch from its file
         code, out, err = pct(capsys, "evaluate", "--checkpoint", ckpt, "--data", val_beton,
