@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@dpkg -s $(APT_PKGS) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PKGS) >/dev/null; }
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,plot]'
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,plot,timm]'
 	@touch $@
 
 demo: setup

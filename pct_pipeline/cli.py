@@ -30,7 +30,7 @@ COMMANDS = {
                 "Accuracy and negative flips of NEW models vs the OLD."),
     "cache-fidelity": ("pct_pipeline.fidelity.command:cache_fidelity",
                        "How closely a teacher cache matches exact logits."),
-    "models": ("pct_pipeline.models_command:models",
+    "models": ("pct_pipeline.models.command:models",
                "List architectures, their sizes and feature widths."),
 }
 

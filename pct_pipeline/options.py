@@ -14,9 +14,10 @@ import click
 
 from .errors import PctError
 
-# What an architecture name looks like (torchvision's and this package's): the part before the
-# first "=" of a value is an architecture only if it looks like one.
-ARCH_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What an architecture name looks like (torchvision's and this package's; timm's as timm:NAME,
+# where a mistaken pretrained tag ".TAG" still reads as a name, to be refused by name): the part
+# before the first "=" of a value is an architecture only if it looks like one.
+ARCH_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|timm:[A-Za-z0-9_.-]+")
 
 
 def option_name(token):
@@ -70,8 +71,9 @@ def parse_arch_path(value, option, require_arch=True):
 
     With `require_arch=False` a bare PATH is accepted too and gives (None, PATH); so is a path
     that holds "=" itself ("/runs/lr=0.1/c.pt"), recognised because the part before its first
-    "=" is not an architecture name (a name is letters, digits and underscores). A missing
-    or malformed part raises a one-line PctError naming `option` and `value`.
+    "=" is not an architecture name (a name is letters, digits and underscores, or timm:NAME:
+    ARCH_NAME). A missing or malformed part raises a one-line PctError naming `option` and
+    `value`.
     """
     form = "ARCH=CHECKPOINT" if require_arch else "[ARCH=]CHECKPOINT"
     text = str(value).strip()

@@ -48,8 +48,9 @@ def _serve():
     import torch  # noqa: F401
     import zarr  # noqa: F401
 
-    from pct_pipeline import cli, models_command  # noqa: F401
+    from pct_pipeline import cli  # noqa: F401
     from pct_pipeline.dataset import command as _d  # noqa: F401
+    from pct_pipeline.models import command as _m  # noqa: F401
     from pct_pipeline.analyze import command as _a, run as _ar  # noqa: F401
     from pct_pipeline.precompute import command as _p, run as _pr  # noqa: F401
     from pct_pipeline.train import command as _t, run as _tr  # noqa: F401

@@ -1,8 +1,8 @@
 """Checkpoints are read as data (torch.load weights_only=True): a file whose unpickling would run
 code is refused by every command that reads checkpoints, with one line naming the file and the
-global it wanted, and nothing of it runs; `--trust-checkpoint` unpickles fully. The layouts we
+globals it wants, and nothing of it runs; `--trust-checkpoint` unpickles fully. The layouts we
 accept (our checkpoints, old and new; the original research code's; a bare torchvision state
-dict) load without it."""
+dict) load without it; timm's are tested in tests/test_timm.py."""
 import json
 import os
 import pathlib
@@ -121,6 +121,29 @@ def test_load_file_refuses_code_naming_the_global(payload, wanted, tmp_path):
         message = str(err.value)
         assert "\n" not in message and str(path) in message and wanted in message, message
         assert not marker.exists()
+
+
+def test_legacy_format_file_that_runs_code_is_refused_naming_the_global(tmp_path):
+    """torch's pre-zip format, where torch cannot list a file's globals: the weights-only
+    unpickler's own line names the one it refused."""
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "legacy.pt"
+    torch.save({"model": small_model().state_dict(), "notes": RunsShell(marker)}, path,
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(PctError) as err:
+        models.load_file(path)
+    assert str(err.value) == (f"unreadable checkpoint {path}: UnpicklingError: Trying to load "
+                              f"unsupported GLOBAL posix.system whose module posix is blocked.")
+    assert not marker.exists()
+
+
+def test_every_global_a_file_needs_is_named_its_own_classes_first(tmp_path):
+    torch.save(torchvision.models.get_model("resnet18", weights=None), tmp_path / "whole.pt")
+    with pytest.raises(PctError) as err:
+        models.load_file(tmp_path / "whole.pt")
+    needs = ("unpickling it needs torchvision.models.resnet.BasicBlock, torchvision.models."
+             "resnet.ResNet, torch.nn.modules.activation.ReLU and 6 more, which runs code")
+    assert needs in str(err.value)
 
 
 def test_analyze_result_files_are_read_as_data(tmp_path):

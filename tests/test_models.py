@@ -1,12 +1,16 @@
 """Every architecture `pct models` lists: one SGD step and an eval forward at a tiny input,
 features of the width `feature_dim` states, the eval logits rebuilt from those features;
-auxiliary losses; the ResNet variants; `--pretrained` from the hub cache; `pct models`; and a
-teacher cache made by a stochastic-depth teacher being deterministic.
+auxiliary losses; the ResNet variants; `--pretrained` from the hub cache; `pct models` and the
+table it answers from (each row checked against describe() by the test of its architecture);
+and a teacher cache made by a stochastic-depth teacher being deterministic.
 
 The heaviest architectures are marked `slow` (deselected by default; run them with
 `pytest -m slow tests/test_models.py`)."""
+import importlib.metadata
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,7 +24,8 @@ from torchvision.models.inception import InceptionOutputs
 from pct_pipeline import models, store
 from pct_pipeline.cli import main
 from pct_pipeline.errors import PctError
-from pct_pipeline.models_command import describe, models as models_command
+from pct_pipeline.models import table
+from pct_pipeline.models.command import describe, models as models_command, own_rows
 from pct_pipeline.models.resnet_variants import AuxOutputs
 
 # The five with >= ~200M parameters: 3.5-8 GB for weights, gradients and momentum, and 3-25 s
@@ -63,7 +68,9 @@ def test_architecture_trains_evaluates_and_taps_features(arch):
     model, side = tiny_model(arch)
     images, labels = torch.randn(2, 3, side, side), torch.tensor([3, 7])
     width = models.feature_dim(model)
-    assert describe(arch)["feature_dim"] == width  # what `pct models` states, at 1000 classes
+    row = describe(arch)
+    assert row["feature_dim"] == width  # what `pct models` states, at 1000 classes
+    assert own_rows()[arch] == row  # and the row it answers from, shipped in table.py
     layer = model.get_submodule(models.classifier_name(model))
 
     # eval first: one SGD step on 2 images of 32 px can blow up a deep net's BatchNorm
@@ -277,6 +284,32 @@ def test_pct_models_json_and_table():
     assert table.exit_code == 0
     assert table.output.splitlines()[1].split()[:3] == ["resnet18", "11,689,512", "512"]
     assert "=224" in table.output.splitlines()[2]
+
+
+def test_the_shipped_table_names_every_architecture_for_the_installed_torchvision():
+    assert table.TORCHVISION == importlib.metadata.version("torchvision")
+    assert [row[0] for row in table.ROWS] == models.available_models()
+    assert all(len(row) == len(table.FIELDS) for row in table.ROWS)
+
+
+def test_pct_models_computes_its_rows_under_another_torchvision(monkeypatch):
+    """A table made for another torchvision is not used: the rows are computed."""
+    monkeypatch.setattr(table, "TORCHVISION", "0.0.0")
+    assert own_rows() is None
+    result = CliRunner().invoke(models_command, ["--json", "resnet18", "cnn_small"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [describe("resnet18"), describe("cnn_small")]
+    assert json.loads(result.output)[0]["params"] == 11_689_512
+
+
+def test_pct_models_imports_neither_torch_nor_torchvision():
+    code = ("import sys\nfrom pct_pipeline.cli import main\ntry:\n    main(['models'])\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted({'torch', 'torchvision', 'timm'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[-1] == "[]" and len(lines) == len(table.ROWS) + 3  # header, rows, aux notes
+    assert lines[1].split()[:3] == ["cnn_small", "39,088", "32"]
 
 
 def test_stochastic_depth_teacher_cache_is_deterministic(train_beton, tmp_path):

@@ -1,14 +1,12 @@
-"""What an architecture is and how it is built: names, construction, input sizes, the
-classifier layer and the outputs of a forward pass.
+"""What an architecture is and how it is built: names, construction, input sizes and the
+classifier layer.
 
 Names: every torchvision classification model, the original research code's ResNet variants
-(`resnet_variants`: `resnet*_StoDepth_lineardecay`, `aux_resnet*`, `mb_resnet*`), and small
-CNNs for tests and the demo (`cnn_small`, `cnn_wide`). `pct models` lists them.
-
-Outputs: eval mode gives logits [B, C]. In training, GoogLeNet, Inception v3 and the aux/mb
-ResNets return a named tuple with `.logits` and auxiliary logits: `main_logits` picks the
-former, `aux_loss` turns the latter into their training loss (GoogLeNet and Inception v3 are
-built with their auxiliary heads unless `aux_logits=False` is passed).
+(`resnet_variants`: `resnet*_StoDepth_lineardecay`, `aux_resnet*`, `mb_resnet*`), small CNNs
+for tests and the demo (`cnn_small`, `cnn_wide`), and, with the optional timm package, every
+timm architecture as `timm:NAME` (timm_models.py). `pct models` lists them. GoogLeNet and
+Inception v3 are built with their auxiliary heads unless `aux_logits=False` is passed
+(outputs.py: what a forward pass returns).
 
 Features are the input of the final classifier layer (the one producing the main logits,
 never an auxiliary head's), captured with a forward hook: [B, D] for a linear classifier
@@ -20,12 +18,14 @@ Input sizes: each model checks its input (a forward pre-hook) and names the size
 torchvision's documented minimum (`weights.meta["min_size"]`, e.g. 63 px for AlexNet, 75 px
 for Inception v3; for Swin and EfficientNetV2, which document their training size, the
 measured minimum), 299 px for Inception v3 in training with its auxiliary head, exactly
-`image_size` (default 224) for ViTs and `input_size` (224) for MaxViT.
+`image_size` (default 224) for ViTs and `input_size` (224) for MaxViT; timm's rules are in
+timm_models.py.
 
 `pretrained=True` loads torchvision's published weights (the architecture's DEFAULT weights;
 for a variant, those of its ResNet into the backbone) from the torch hub cache only, never
 downloading; with a class count other than the weights' 1000, the final classifier (and the
-auxiliary heads' last layers) are replaced by freshly initialised ones.
+auxiliary heads' last layers) are replaced by freshly initialised ones. timm models start
+from a local file instead (timm_models.py).
 
 Its length is torchvision's variety (auxiliary heads, 1x1-conv classifiers, input-size rules),
 all of which the construction and the classifier lookup must know together.
@@ -36,11 +36,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from ..errors import PctError
+from . import timm_models
 from .resnet_variants import BASE_ARCH, VARIANTS
 
 
@@ -73,7 +73,6 @@ LOCAL_MODELS = {
 # and torchvision's reference recipe) and the last layer of each, replaced for --num-classes.
 AUX_DEFAULTS = {"aux_logits": True, "init_weights": True}
 AUX_HEADS = {"googlenet": ("aux1.fc2", "aux2.fc2"), "inception_v3": ("AuxLogits.fc",)}
-AUX_WEIGHT = {"googlenet": 0.3, "inception_v3": 0.4}
 CLASSIFIER_ATTRS = ("fc", "classifier", "head", "heads")  # where torchvision keeps the classifier
 # torchvision documents the size its weights were trained at for these; measured here, they
 # run (forward, batch 1) on inputs down to:
@@ -104,6 +103,8 @@ def build_model(arch, num_classes, pretrained=False, **kwargs):
             load_backbone(model, arch, BASE_ARCH[arch])
     elif arch in torchvision_models():
         model = _build_torchvision(arch, num_classes, pretrained, kwargs)
+    elif timm_models.is_timm(arch):
+        model = timm_models.build(arch, num_classes, pretrained, kwargs)
     else:
         raise PctError(f"unknown architecture {arch!r} (see `pct models` for the list)")
     lo, exact = input_requirement(arch, model, kwargs)
@@ -180,6 +181,8 @@ def _submodule_or_none(model, name):
 
 def input_requirement(arch, model, kwargs=None):
     """(smallest input side in px, exact side or None) that `model` accepts in eval mode."""
+    if timm_models.is_timm(arch):
+        return timm_models.input_requirement(model)
     if isinstance(model, torchvision.models.VisionTransformer):
         return model.image_size, model.image_size
     if arch == "maxvit_t":
@@ -198,7 +201,8 @@ def input_requirement(arch, model, kwargs=None):
 def _check_input(arch, lo, exact, module, inputs):
     side = min(inputs[0].shape[-2:])
     if exact is not None and tuple(inputs[0].shape[-2:]) != (exact, exact):
-        key = "input_size" if arch == "maxvit_t" else "image_size"
+        key = ("input_size" if arch == "maxvit_t" else "img_size" if timm_models.is_timm(arch)
+               else "image_size")
         raise PctError(f"{arch} was built for {exact}x{exact} px inputs, got "
                        f"{'x'.join(map(str, inputs[0].shape[-2:]))}: use --resolution {exact} "
                        f"or build it with --model-kwargs {key}=N")
@@ -212,9 +216,10 @@ def _check_input(arch, lo, exact, module, inputs):
 
 def classifier_name(model):
     """Qualified name of the final classifier layer, the one producing the main logits: the
-    model's own `classifier_layer` if it names one (the ResNet variants), else the last
-    nn.Linear or 1x1 nn.Conv2d under the first of `fc`, `classifier`, `head`, `heads` the model
-    has (every torchvision classifier), else the last nn.Linear outside auxiliary heads."""
+    model's own `classifier_layer` if it names one (the ResNet variants, timm models), else
+    the last nn.Linear or 1x1 nn.Conv2d under the first of `fc`, `classifier`, `head`, `heads`
+    the model has (every torchvision classifier), else the last nn.Linear outside auxiliary
+    heads."""
     explicit = getattr(model, "classifier_layer", None)
     if explicit:
         return explicit
@@ -277,39 +282,6 @@ def shared_feature_dim(members, who, consequence):
     if len(set(dims)) > 1:
         raise PctError(f"{who} have different feature sizes {dims}: {consequence}")
     return dims[0]
-
-
-def autocast(device, dtype=None):
-    """The autocast context of `device` (a torch.device or its type, e.g. "cuda") in `dtype`
-    (torch.bfloat16 or torch.float16); float32 when `dtype` is None, also inside an enclosing
-    autocast (losses and predictions that bf16 rounding would change use that)."""
-    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
-
-
-def main_logits(output):
-    """The main logits [B, C] of a forward pass (training-mode outputs with auxiliary logits
-    are named tuples with `.logits`)."""
-    return output.logits if hasattr(output, "logits") else output
-
-
-def aux_loss(output, labels):
-    """Training loss of a forward pass's auxiliary logits, float32 scalar (0 for plain logits):
-    GoogLeNet 0.3 * (CE(aux1) + CE(aux2)), Inception v3 0.4 * CE(aux), the aux/mb ResNets
-    aux_weight * sum of CE(aux_k). labels: int64 [B]."""
-    if hasattr(output, "aux_logits1"):
-        terms = [(AUX_WEIGHT["googlenet"], output.aux_logits1),
-                 (AUX_WEIGHT["googlenet"], output.aux_logits2)]
-    elif hasattr(output, "aux_logits"):
-        terms = [(AUX_WEIGHT["inception_v3"], output.aux_logits)]
-    elif hasattr(output, "aux"):
-        terms = [(output.aux_weight, logits) for logits in output.aux]
-    else:
-        terms = []
-    total = main_logits(output).new_zeros((), dtype=torch.float32)
-    for weight, logits in terms:
-        if logits is not None:
-            total = total + weight * F.cross_entropy(logits.float(), labels)
-    return total
 
 
 def classifier_weights(arch, state):

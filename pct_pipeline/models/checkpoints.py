@@ -2,14 +2,20 @@
 
 Accepted: a state dict; a dict with `model` or `state_dict` (and our `arch`, `epoch`,
 optimizer, scheduler and RNG state, `config`); the original research code's
-`model_best.pth.tar` (keys with a `module.` prefix). Everything is read with
-`torch.load(weights_only=True)`: a file whose unpickling needs other code is refused, naming
-the file and the first global it wanted, unless the user trusts it (`--trust-checkpoint`).
-Checkpoints are written to a temporary file and renamed (files.atomic_file).
+`model_best.pth.tar` (keys with a `module.` prefix); a timm train.py checkpoint (`state_dict`,
+`state_dict_ema`, `arch`, `args`, `version`...: its `state_dict` is read, the weights it
+trained, as in pct's own checkpoints, whose `model_ema` is not read either; its arch becomes
+`timm:NAME`, its args.model_kwargs and gp the model's kwargs); a `.safetensors` file (a state dict;
+needs the safetensors package, which the timm extra installs). Everything is read with
+`torch.load(weights_only=True)`, with argparse.Namespace (timm's `args`, a bag of plain
+values) allowed: a file whose unpickling needs other code is refused, naming the file and the
+globals it wants (torch.serialization.get_unsafe_globals_in_checkpoint), unless the user
+trusts it (`--trust-checkpoint`). Checkpoints are written to a temporary file and renamed
+(files.atomic_file).
 """
+import argparse
 import hashlib
 import pickle
-import re
 from pathlib import Path
 
 import torch
@@ -21,11 +27,8 @@ from .architectures import AUX_HEADS, build_model, classifier_key
 
 
 def sha256_file(path):
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def checkpoint_record(arch, path):
@@ -64,21 +67,25 @@ def checkpoint_state(obj, path):
 
 def load_file(path, trust=False):
     """What torch.save wrote to `path`, read as data (torch.load with weights_only=True):
-    tensors, dicts, lists, tuples, strings and numbers. A file that needs other code to be
-    unpickled is refused with a PctError naming the first such global; so is a missing,
-    folder or unreadable file. `trust` (--trust-checkpoint) unpickles anything, which runs
-    whatever code the file holds; a pickled nn.Module (whole, or under 'model' or
-    'state_dict') then gives its state_dict()."""
+    tensors, dicts, lists, tuples, strings, numbers and argparse.Namespace; a `.safetensors`
+    file gives its state dict; a timm train.py checkpoint is named as here (from_timm). A
+    file that needs other code to be unpickled is refused with a PctError naming the globals
+    it wants; so is a missing, folder or unreadable file. `trust` (--trust-checkpoint)
+    unpickles anything, which runs whatever code the file holds; a pickled nn.Module (whole,
+    or under 'model' or 'state_dict') then gives its state_dict()."""
     path = Path(path)
     if path.is_dir():
         raise PctError(f"checkpoint is a folder: {path} (expected a file written by torch.save)")
     if not path.is_file():
         raise PctError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        wanted = None if trust else unsafe_global(str(exc))
-        if wanted is not None:
+        wanted = None if trust else unsafe_globals(path)
+        if wanted:
             raise PctError(f"checkpoint {path} was not loaded: unpickling it needs {wanted}, "
                            f"which runs code from the file; pass --trust-checkpoint only if you "
                            f"trust its source") from None
@@ -92,18 +99,59 @@ def load_file(path, trust=False):
     if isinstance(obj, dict):
         obj = {k: v.state_dict() if isinstance(v, nn.Module) and k in ("model", "state_dict")
                else v for k, v in obj.items()}
+    return from_timm(obj)
+
+
+def _load_safetensors(path):
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file as read
+    except ImportError:
+        raise PctError(f"reading {path} needs the safetensors package: pip install "
+                       f"'pct_pipeline[timm]' (or pip install safetensors)") from None
+    try:
+        return read(path, device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise PctError(f"unreadable checkpoint {path}: {type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def from_timm(obj):
+    """`obj` as read, or, for a checkpoint timm's train.py wrote ({'arch', 'state_dict',
+    'version', 'args', ...}), the same with 'arch' as named here (`timm:NAME`, without a
+    pretrained tag or hub prefix) and 'model_kwargs' from its args (model_kwargs, and gp as
+    global_pool: what train.py passes to create_model that shapes the model). Without
+    'args', timm's 'arch' is the model's class name, not an architecture: it is dropped."""
+    if not (isinstance(obj, dict) and {"arch", "state_dict", "version"} <= obj.keys()
+            and "model" not in obj and isinstance(obj["arch"], str)):
+        return obj
+    obj = dict(obj)
+    args = obj.get("args")
+    if args is None:
+        del obj["arch"]
+        return obj
+    obj["arch"] = "timm:" + obj["arch"].rsplit("/", 1)[-1].split(".")[0]
+    kwargs = getattr(args, "model_kwargs", None)
+    kwargs = dict(kwargs) if isinstance(kwargs, dict) else {}
+    if isinstance(getattr(args, "gp", None), str):  # train.py --gp: the global pooling
+        kwargs.setdefault("global_pool", args.gp)
+    obj.setdefault("model_kwargs", kwargs)
     return obj
 
 
-def unsafe_global(message):
-    """The global (module.name) that torch's weights-only unpickler refused, from its error
-    message ('GLOBAL posix.system whose module posix is blocked', 'GLOBAL getattr was not an
-    allowed global'; builtins lose their module there), or None for other failures."""
-    found = re.search(r"GLOBAL\s+([\w.]+)", message)
-    if found is None:
-        return None
-    name = found.group(1).rstrip(".")
-    return name if "." in name else f"builtins.{name}"
+def unsafe_globals(path):
+    """The globals (module.name) the weights-only unpickler refuses in the checkpoint `path`,
+    as torch finds them, at most three named: sorted, torch's own last (a pickled model's
+    class before its layers); "" where torch cannot tell (torch's legacy, pre-zip format)."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        found = sorted(found, key=lambda name: (name.startswith("torch."), name))
+    except (ValueError, RuntimeError, pickle.UnpicklingError, EOFError):
+        return ""
+    if len(found) > 3:
+        return f"{', '.join(found[:3])} and {len(found) - 3} more"
+    return " and ".join([", ".join(found[:-1]), found[-1]] if len(found) > 1 else found)
 
 
 def unpickler_reason(message):
@@ -147,6 +195,7 @@ def load_model(arch, path, num_classes=None, trust=False, **kwargs):
     overridden by `kwargs`. A GoogLeNet / Inception v3 checkpoint without auxiliary heads
     loads into a model without. `trust`: see load_file."""
     state, saved = read_checkpoint(path, trust)
+    saved.pop("pretrained_file", None)  # a timm model's starting weights: `state` replaces them
     kwargs = {**saved, **kwargs}
     classes = checkpoint_num_classes(arch, state, path)
     heads = AUX_HEADS.get(arch, ())
