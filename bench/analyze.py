@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pct_pipeline.analyze.command import AnalyzeConfig
+from pct_pipeline.analyze.config import AnalyzeConfig
 from pct_pipeline.analyze.run import load as load_predictions
 from pct_pipeline.analyze.run import run
 from pct_pipeline.store import create_store, shard_bounds, write_unit
