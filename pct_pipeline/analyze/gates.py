@@ -203,7 +203,8 @@ def resolve_class(gate, names, num_classes):
 
 def evaluate(gates, report, labels_of):
     """One result dict per (NEW model, gate), NEW models in report order: {new, gate, metric
-    (the left-hand one), value, op, bound, passed}; `labels_of` maps each class gate to its label (see resolve_class)."""
+    (the left-hand one), value, op, bound, passed}; `labels_of` maps each class gate to its
+    label (see resolve_class)."""
     results = []
     for j, comp in enumerate(report["comparisons"], start=1):
         rows = {row["class"]: row for row in comp["per_class"]}

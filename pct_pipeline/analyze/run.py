@@ -1,10 +1,11 @@
-"""`pct analyze`: load prediction stores (or upstream `.result` files), compute, report.
+"""`pct analyze`: load prediction stores (or upstream `.result` files), check, compute, report.
 
 Inputs are §Stores, local directories or URLs (a `predictions` store, or a `teacher-cache` made
-with `--eval-view`: one eval view) read as `logits[0]` and `labels`, or the research code's `.result`
-files (torch-saved dicts with `gt` and `outputs` logits; `pred` is ignored and recomputed from
-`outputs` with our tie rule). The first input is the old model; every input must have the same
-labels in the same order. torch is imported only for a `.result` file.
+with `--eval-view`: one eval view) read as `logits[0]` and `labels`, or the research code's
+`.result` files (torch-saved dicts with `gt` and `outputs` logits; `pred` is ignored and
+recomputed from `outputs` with our tie rule). The first input is the old model; every input
+must hold the same samples (checks.py). torch is imported only for a `.result` file, the
+dataset package (and ffcv) only for --gallery, matplotlib only for --plot and --gallery.
 """
 import json
 from dataclasses import dataclass
@@ -44,6 +45,28 @@ def run(cfg):
     failed (the command turns that into exit status 1)."""
     gates = [gate_grammar.parse(text) for text in cfg.gates]
     _check_outputs(cfg)
+    models, images, names, notes = _inputs(cfg)
+    labels_of = {g: gate_grammar.resolve_class(g, names, models[0].logits.shape[1])
+                 for g in gates if g.klass is not None}
+    try:
+        report, scores = build_report(models, names, cfg.bootstrap, cfg.seed,
+                                      cfg.top_classes, (cfg.type1_max, cfg.type2_min))
+    except metrics.NonFiniteLogits as exc:
+        raise PctError(f"{models[exc.model].path}: NaN or infinite logit in sample "
+                       f"{exc.row}") from None
+    report["notes"] = notes
+    report["gates"] = gate_grammar.evaluate(gates, report, labels_of)
+    report["gates_passed"] = all(g["passed"] for g in report["gates"]) if gates else None
+    _write_outputs(cfg, report, models, scores, images)
+    click.echo(format_report(report), err=cfg.json_out == "-")
+    if cfg.json_out == "-":
+        click.echo(json.dumps(report, indent=1, allow_nan=False))
+    return report
+
+
+def _inputs(cfg):
+    """(models: Predictions [OLD, *NEW], the --images Images or None, the class names or None,
+    notes): every input loaded and checked against the first (checks.py)."""
     models = [load(path) for path in (cfg.old, *cfg.new)]
     check_aligned(models)
     records = [Record(m.path, m.images_sha256, m.classes) for m in models]
@@ -57,22 +80,7 @@ def run(cfg):
         check_labels(models[0], other.path, other.labels)
     if images:
         check_labels(models[0], images.record.path, images.labels)
-    labels_of = {g: gate_grammar.resolve_class(g, names, models[0].logits.shape[1])
-                 for g in gates if g.klass is not None}
-    try:
-        report, scores = build_report(models, names, cfg.bootstrap, cfg.seed,
-                                      cfg.top_classes, (cfg.type1_max, cfg.type2_min))
-    except metrics.NonFiniteLogits as exc:
-        raise PctError(f"{models[exc.model].path}: NaN or infinite logit in sample "
-                       f"{exc.row}") from None
-    report["notes"] = notes + unnamed
-    report["gates"] = gate_grammar.evaluate(gates, report, labels_of)
-    report["gates_passed"] = all(g["passed"] for g in report["gates"]) if gates else None
-    _write_outputs(cfg, report, models, scores, images)
-    click.echo(format_report(report), err=cfg.json_out == "-")
-    if cfg.json_out == "-":
-        click.echo(json.dumps(report, indent=1, allow_nan=False))
-    return report
+    return models, images, names, notes + unnamed
 
 
 def _gallery():
