@@ -22,6 +22,8 @@ COLUMNS = 8  # thumbnails per row
 CELL_W, CELL_H, PICTURE = 1.5, 1.95, 1.2  # inches: a cell, the picture in it
 TITLE_H, DPI = 0.45, 100
 FRAME = {"negative": "tab:red", "positive": "tab:green"}
+SUBTITLE = ("each picture: sample index, true class, OLD's and NEW's predictions; in brackets "
+            "each model's probability of the true class")
 
 
 class Images(NamedTuple):
@@ -97,8 +99,10 @@ def draw(report, pictures, out):
     fig = plt.figure(figsize=(width, height), dpi=DPI)
     top = height
     for section, h in zip(sections, heights):
-        fig.text(0.1 / width, (top - 0.12) / height, _title(section), va="top",
-                 fontsize=9, fontweight="bold")
+        fig.text(0.1 / width, (top - 0.08) / height, _fit(_title(section), width, 9),
+                 va="top", fontsize=9, fontweight="bold")
+        fig.text(0.1 / width, (top - 0.25) / height, _fit(SUBTITLE, width, 8), va="top",
+                 fontsize=8)
         for k, entry in enumerate(section["shown"]):
             row, col = divmod(k, columns)
             x = col * CELL_W + (CELL_W - PICTURE) / 2
@@ -112,8 +116,14 @@ def draw(report, pictures, out):
 def _title(section):
     first = "old" if section["flips"] == "negative" else "new"
     return (f"{section['new']}: {section['flips']} flips, {len(section['shown'])} of "
-            f"{section['total']}, most confident {first}-right first (in brackets: each "
-            f"model's probability of the true class)")
+            f"{section['total']}, most confident {first}-right first")
+
+
+def _fit(text, inches, points):
+    """`text` cut from the left (paths end in what tells them apart) to about fit `inches` at
+    a font of `points` (an average character is ~0.55 em wide)."""
+    room = int(inches * 72 / (0.55 * points))
+    return text if len(text) <= room else "\u2026" + text[len(text) - room + 1:]
 
 
 def _short(text, width=18):
