@@ -342,3 +342,15 @@ def test_class_names_must_agree(data, tmp_path, capsys):
     assert report["classes"] is None and report["notes"][-1] == (
         "no input records class names: classes are shown by label number")
     assert {r["name"] for r in report["comparisons"][0]["per_class"]} == {None}
+
+
+def test_top_classes_sets_the_rows_of_both_tables(data, capsys):
+    _, _, _, paths = data
+    code, out, _ = pct_here(capsys, "analyze", *paths[:2], "--top-classes", 2)
+    assert code == 0
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("per class, "))
+    assert lines[at].startswith(f"per class, {paths[1]} (top 2 of {C} by NF)")
+    assert lines[at + 4] == ""  # header, rule, two rows
+    code, out, _ = pct_here(capsys, "analyze", *paths[:2], "--top-classes", 0)
+    assert code == 0 and "per class, " not in out and "transitions" not in out.split("legend:")[0]

@@ -48,7 +48,7 @@ def format_report(r):
     parts.append(_table([f"against {r['models'][0]['path']}", *(c["new"] for c in comps)],
                         [[label, *(fmt(c[key]) for c in comps)]
                          for label, key, fmt in COMPARISON_ROWS]))
-    for c in comps:
+    for c in comps if r["top_classes"] else ():  # --top-classes 0: neither table
         parts += [_per_class(c, r["num_classes"], r["top_classes"]), _transitions(c)]
     parts.append(_table(["logit-mean ensemble", "top-1", "top-5", "NF vs old"],
                         [[" + ".join(e["members"]), _pct(e["top1"]), _pct(e["top5"]),
