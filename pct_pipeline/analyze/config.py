@@ -56,10 +56,11 @@ class AnalyzeConfig:
             if not (math.isfinite(value) and 0 <= value <= 1):
                 raise PctError(f"{option} must be a probability change in [0, 1], got {value}")
         for option, out in (("--plot", self.plot_out), ("--gallery", self.gallery)):
-            if out is not None and Path(out).suffix.lower() not in FIGURE_FORMATS:
-                raise PctError(f"{option} {out}: unknown figure format "
-                               f"{Path(out).suffix or '(no extension)'!r}; name a "
-                               f"{', '.join(FIGURE_FORMATS)} file")
+            suffix = Path(out).suffix if out is not None else FIGURE_FORMATS[0]
+            if suffix.lower() not in FIGURE_FORMATS:
+                what = f"unknown figure format {suffix!r}" if suffix else "no extension"
+                raise PctError(f"{option} {out}: {what}; name a {', '.join(FIGURE_FORMATS)} "
+                               f"file (its extension is its format)")
         self._check_gallery()
         for text in self.gates:
             if gate_grammar.parse(text).needs_bootstrap and self.bootstrap == 0:

@@ -124,7 +124,7 @@ def _split_class(left, text):
 def _term(text, gate, klass, old=False):
     """The Term of 'METRIC[.STAT]' (checked: a known metric, a statistic it has, a class value
     in a class gate)."""
-    name, _, stat = text.partition(".")
+    name, dot, stat = text.partition(".")
     if name.lower() in ("nan", "inf", "infinity"):
         raise PctError(f"gate {gate!r}: {text!r} is not a finite number")
     name = ALIASES.get(name, name)
@@ -132,13 +132,13 @@ def _term(text, gate, klass, old=False):
         raise PctError(f"gate {gate!r}: unknown metric {text!r} (known: "
                        f"{', '.join(METRICS)})")
     metric = METRICS[name]
-    if stat and (stat not in STATS or "." in stat):
+    if dot and stat not in STATS:
         raise PctError(f"gate {gate!r}: unknown statistic {stat!r} of {name} (known: "
                        f"{', '.join(STATS)})")
     if stat and (metric.ci is None or klass is not None):
-        what = "per-class values" if klass is not None else name
-        raise PctError(f"gate {gate!r}: {what} have no bootstrap interval (intervals: "
-                       f"top1, nf, nfr of a whole model)")
+        what = "per-class values have" if klass is not None else f"{name} has"
+        raise PctError(f"gate {gate!r}: {what} no bootstrap interval (intervals: top1, nf, "
+                       f"nfr of a whole model)")
     if klass is not None and metric.per_class is None:
         raise PctError(f"gate {gate!r}: {name} has no per-class value (per class: "
                        f"{', '.join(m for m, x in METRICS.items() if x.per_class)})")
@@ -178,8 +178,9 @@ def _number(text, left, gate):
     if not math.isfinite(value):
         raise PctError(f"gate {gate!r}: {text!r} is not a finite number")
     if kind == COUNT and percent:
+        rate = f" (or bound {left.metric}r, its rate)" if f"{left.metric}r" in METRICS else ""
         raise PctError(f"gate {gate!r}: {left.metric} counts samples; bound it by a number "
-                       f"of samples, not {text!r} (or use {left.metric}r for a rate)")
+                       f"of samples, not {text!r}{rate}")
     if kind == FRACTION and not percent and value > 1:
         raise PctError(f"gate {gate!r}: {left.metric} is a fraction in [0, 1]; {text!r} is "
                        f"more than 1 (write {text}% for a percentage)")
