@@ -2,7 +2,8 @@
 
 Each command parses its options into a frozen config and calls the stage's ``run(cfg)``.
 Commands are imported only when invoked, so `pct analyze` never pays for torch or ffcv.
-User mistakes (PctError, click usage errors) end as one line on stderr and exit status 2.
+User mistakes (PctError, click usage errors) end as one line on stderr and exit status 2; a
+command may end with another status through ctx.exit (`pct analyze`: 1 when a gate fails).
 Option names are read with underscores as dashes (`--kd_alpha` is `--kd-alpha`, the original
 research code's spelling), so each option is declared, and listed in --help, once.
 """
@@ -64,7 +65,9 @@ def cli():
 
 def main(argv=None):
     try:
-        cli.main(args=argv, prog_name="pct", standalone_mode=False)
+        # A command that ends with ctx.exit(status) (`pct analyze` when a --gate fails: 1)
+        # makes click return that status here; commands themselves return None.
+        status = cli.main(args=argv, prog_name="pct", standalone_mode=False)
     except PctError as exc:
         click.echo(f"pct: error: {exc}", err=True)
         sys.exit(2)
@@ -80,3 +83,5 @@ def main(argv=None):
     except click.ClickException as exc:
         click.echo(f"pct: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
+    if type(status) is int and status:
+        sys.exit(status)

@@ -68,10 +68,22 @@ def test_hand_counted_comparison():
 def test_flip_masks_and_classes():
     nf, pf = metrics.flips(correct(OLD), correct(NEW))
     assert np.flatnonzero(nf).tolist() == [1, 3] and np.flatnonzero(pf).tolist() == [4, 5]
-    per_class, top = metrics.top_flip_classes(nf, LABELS, 3, 10)
-    assert per_class.tolist() == [1, 1, 0]
-    assert top == [(0, 1), (1, 1)]  # equal counts: lower class first; class 2 (0 flips) left out
-    assert metrics.top_flip_classes(nf, LABELS, 3, 1)[1] == [(0, 1)]
+    counts = metrics.per_class(LABELS, correct(OLD), correct(NEW), 3)
+    # class 0: samples 0, 3, 6; class 1: 1, 4, 7; class 2: 2, 5 (see the comments above)
+    assert {k: v.tolist() for k, v in counts.items()} == {
+        "count": [3, 3, 2], "old_correct": [2, 2, 1], "new_correct": [1, 2, 2],
+        "negative_flips": [1, 1, 0], "positive_flips": [0, 1, 1]}
+
+
+def test_transitions_of_negative_flips():
+    rows = np.array([1, 3])  # the negative flips: 1 -> predicted 2, 3 -> predicted 1
+    predicted = metrics.argmax_rows(NEW, rows)
+    assert predicted.tolist() == [2, 1] and predicted.dtype == np.int64
+    assert metrics.transitions(LABELS[rows], predicted, 10) == [(0, 1, 1), (1, 2, 1)]
+    true, new = np.array([2, 0, 2, 1, 2, 0]), np.array([1, 2, 1, 0, 1, 2])
+    assert metrics.transitions(true, new, 2) == [(2, 1, 3), (0, 2, 2)]  # most frequent first
+    assert metrics.transitions(np.array([], np.int64), np.array([], np.int64), 3) == []
+    assert metrics.argmax_rows(np.array([[1.0, 3.0, 3.0]], np.float16), [0]).tolist() == [1]
 
 
 def test_model_against_itself_has_no_flips():

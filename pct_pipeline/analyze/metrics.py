@@ -149,14 +149,6 @@ def compare(old, new, type1=0.1, type2=0.5):
     }
 
 
-def top_flip_classes(negative, labels, num_classes, k):
-    """(per-class negative flips int64 [C] by label, [(class, flips)] of the k classes with most
-    negative flips, more flips first, then the lower class index; classes with 0 left out)."""
-    counts = np.bincount(labels[negative], minlength=num_classes)
-    order = np.lexsort((np.arange(num_classes), -counts))[:k]
-    return counts, [(int(c), int(counts[c])) for c in order if counts[c] > 0]
-
-
 def bootstrap_sums(indicators, resamples, seed):
     """Column sums of bool `indicators` [N, K] over `resamples` bootstrap resamples, int64 [B, K].
 
@@ -179,3 +171,39 @@ def percentile_ci(values, level=0.95):
     """[lo, hi] percentile interval of bootstrap replicates `values` [B], as floats."""
     lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
     return [float(lo), float(hi)]
+
+
+def per_class(labels, old_correct, new_correct, num_classes):
+    """Per-class counts, each int64 [C] indexed by label: samples, old and new top-1 correct,
+    negative and positive flips. labels int64 [N]; old/new_correct bool [N]."""
+    negative, positive = flips(old_correct, new_correct)
+
+    def count(mask=None):
+        return np.bincount(labels if mask is None else labels[mask], minlength=num_classes)
+    return {"count": count(), "old_correct": count(old_correct), "new_correct": count(new_correct),
+            "negative_flips": count(negative), "positive_flips": count(positive)}
+
+
+def argmax_rows(logits, rows):
+    """Top-1 class (int64 [k], ties to the lowest index) of `rows` (int64 [k]) of logits [N, C]:
+    the few rows a report names, without a pass over all of them. Row blocks are converted to
+    float32 in one reused scratch (argmax on float16 is several times slower)."""
+    rows = np.asarray(rows, np.int64)
+    out = np.empty(len(rows), np.int64)
+    step = max(1, BLOCK_ELEMENTS // max(1, logits.shape[1]))
+    scratch = np.empty((min(step, len(rows)), logits.shape[1]), np.float32)
+    for lo in range(0, len(rows), step):
+        block = scratch[:len(rows[lo:lo + step])]
+        np.copyto(block, logits[rows[lo:lo + step]])
+        out[lo:lo + step] = block.argmax(axis=1)
+    return out
+
+
+def transitions(true, predicted, k):
+    """The k most frequent (true, predicted, count) pairs of int64 [n] class arrays, most
+    frequent first, then by true and predicted class."""
+    if len(true) == 0:
+        return []
+    pairs, counts = np.unique(np.stack([true, predicted], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], -counts))[:k]
+    return [(int(pairs[i, 0]), int(pairs[i, 1]), int(counts[i])) for i in order]
