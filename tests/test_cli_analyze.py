@@ -10,7 +10,7 @@ import zarr
 
 from conftest import pct as pct_here
 from pct_pipeline.cli import main
-from pct_pipeline.store import create_store, shard_bounds, write_unit
+from pct_pipeline.store import Contents, create_store, shard_bounds, write_unit
 
 PCT = str(Path(sys.executable).with_name("pct"))
 CLASSES = ["zero", "one", "two", "three"]
@@ -25,13 +25,14 @@ def make_store(path, logits, labels, kind="predictions", views=1, eval_view=True
     if images_sha256 is not None:
         dataset["images_sha256"] = images_sha256
     attrs = {"split": "val", "eval_view": eval_view, "dataset": dataset}
-    layout = create_store(path, kind=kind, labels=labels, num_classes=logits.shape[1],
-                          views=views, attributes=attrs, chunks_per_shard=1)
+    contents = Contents(views=views, num_classes=logits.shape[1], dtype=logits.dtype.name,
+                        chunks_per_shard=1)
+    layout = create_store(path, kind, labels, contents, attrs)
     for view in range(views):
         for shard in range(layout["num_shards"] if units is None else units):
             lo, hi = shard_bounds(layout, shard)
-            write_unit(path, view, shard, logits=logits[lo:hi],
-                       crops=np.zeros((hi - lo, 5), np.int32))
+            write_unit(path, view, shard, {"logits": logits[lo:hi],
+                                           "crops": np.zeros((hi - lo, 5), np.int32)})
     return str(path)
 
 

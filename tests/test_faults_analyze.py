@@ -45,7 +45,8 @@ CASES = [
     C("analyze", "NEW is a 2-view teacher cache", lambda w: analyze(w, w.val_cache),
       lambda w: [f"{w.val_cache} is a teacher-cache store with 2 views"]),
     C("analyze", "NEW with a corrupted chunk", lambda w: analyze(w, w.corrupt_pred),
-      lambda w: [f"store {w.corrupt_pred}: array 'logits' is unreadable or corrupted"]),
+      lambda w: [f"store {w.corrupt_pred}: array 'logits', view 0, rows 0-31: object "
+                 f"logits/c/0/0/0 was altered after it was written"]),
     C("analyze", "NEW of another data set", lambda w: analyze(w, w.pred_train),
       lambda w: ["sample counts differ", f"{w.pred} has 80", f"{w.pred_train} has 120"]),
     C("analyze", "NEW with 7 classes", lambda w: analyze(w, w.pred7),
