@@ -50,12 +50,13 @@ def setup(args, folder):
     info = BetonInfo(data)
     torch.manual_seed(0)
     ckpt = folder / "teacher.pt"
-    models.save_atomic({"model": models.build_model(args.arch, info.num_classes).state_dict()}, ckpt)
+    models.save_atomic({"model": models.build_model(args.arch, info.num_classes).state_dict(),
+                        "classes": info.classes}, ckpt)
     cfg = PrecomputeConfig(data=str(data), teachers=((args.arch, str(ckpt)),),
                            out=str(folder / "cache.zarr"), views=args.repeats,
                            spec=ViewSpec(resolution=args.resolution), batch_size=args.batch_size,
                            workers=args.workers, device="cpu", overwrite=True)
-    teachers = pre.load_teachers(cfg, info.num_classes, torch.device("cpu"))
+    teachers = pre.load_teachers(cfg, info, torch.device("cpu"))
     out = store.Location(cfg.out)
     prepare_store(cfg, info, teachers, out)
     job = pre.Job(cfg, out, store.existing_attrs(out), tuple(teachers), info.heights,

@@ -4,7 +4,8 @@
 # A stage whose output is complete is skipped, so a folder resumes where it stopped.
 #
 # The recipe (why each value: README.md, "Fashion-MNIST"):
-#   data   all 60,000 training and 10,000 test images at their 28 x 28 px, clean labels
+#   data   all 60,000 training and 10,000 test images, their 28 x 28 px stored as they are
+#          (raw pixels, no JPEG), clean labels
 #   views  random square crops of 73-100% of the image area (sides 24-28 px: shifts of up to
 #          4 px and zooms of up to 1.17) resized to 28 px, and horizontal flips (p = 0.5)
 #   old    resnet18 (torchvision's ImageNet layout), OLD_EPOCHS epochs of plain CE
@@ -35,7 +36,7 @@ build_data() {
   [ -f "$OUT/fashion/fashion_mnist.json" ] || timed data_tree $PY data/build_fashion_mnist.py "$OUT/fashion"
   for split in train val; do
     [ -f "$OUT/$split.beton" ] || timed "write_$split" $PCT write-dataset "$OUT/fashion/$split" \
-      "$OUT/$split.beton" --max-resolution 32 -j "$WORKERS"
+      "$OUT/$split.beton" --max-resolution 32 --image-format raw -j "$WORKERS"
   done
 }
 

@@ -46,6 +46,15 @@ class Finite(click.FloatRange):
         return number
 
 
+def allow_unnamed_classes(command):
+    """The --allow-unnamed-classes flag of the commands that load checkpoints of old models."""
+    return click.option(
+        "--allow-unnamed-classes", is_flag=True,
+        help="Accept checkpoints that record no class names (bare state dicts, the original "
+        "research code's, timm's), taking label i to mean the data's class i; without it they "
+        "are refused, since a different class order would go unnoticed.")(command)
+
+
 def parse_kwargs(values, option="--model-kwargs"):
     """((key, value), ...) of KEY=VALUE strings; a value is read as a Python literal (int,
     float, bool, None, str, tuple, list) where it is one ("16", "true", "(32, 32)"), else kept

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+DIGITS = [str(d) for d in range(10)]  # the class names of the digits data sets
 sys.path.insert(0, str(ROOT / "data"))
 
 
@@ -66,7 +67,8 @@ def teacher_ckpt(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model("cnn_small", 10)
     path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    save_atomic({"model": model.state_dict(), "arch": "cnn_small", "num_classes": 10}, path)
+    save_atomic({"model": model.state_dict(), "arch": "cnn_small", "num_classes": 10,
+                 "classes": DIGITS}, path)
     return path
 
 
@@ -77,7 +79,8 @@ def wide_ckpt(tmp_path_factory):
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("wide") / "wide.pt"
-    save_atomic({"model": build_model("cnn_wide", 10).state_dict(), "arch": "cnn_wide"}, path)
+    save_atomic({"model": build_model("cnn_wide", 10).state_dict(), "arch": "cnn_wide",
+                 "classes": DIGITS}, path)
     return path
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import precompute_config, run_pct
+from conftest import DIGITS, precompute_config, run_pct
 
 HERE = Path(__file__).resolve().parent
 NOBODY = 65534
@@ -189,6 +189,7 @@ def save_model(path, arch, num_classes=10, seed=0, edit=None, **extra):
     state = build_model(arch, num_classes).state_dict()
     if edit:
         edit(state)
+    extra.setdefault("classes", DIGITS[:num_classes] + [f"c{k}" for k in range(10, num_classes)])
     save_atomic({"model": state, "arch": arch, "num_classes": num_classes, **extra}, path)
     return path
 

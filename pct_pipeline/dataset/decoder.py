@@ -18,13 +18,16 @@ class ViewDecoder(ResizedCropRGBImageDecoder):
     """FFCV decoder: JPEG decode, crop box of the current view, resize, flip.
 
     The view index lives in a one-element array read at run time through its address, so
-    ``set_view`` changes the view between epochs without recompiling the pipeline.
+    ``set_view`` changes the view between epochs without recompiling the pipeline. An image
+    whose bytes do not decode writes its sample index into `failed` (the same way), which the
+    loader checks after every batch.
     """
 
     def __init__(self, spec):
         super().__init__((spec.resolution, spec.resolution))
         self.spec = spec  # views.ViewSpec
         self.view_cell = np.zeros(1, np.int64)
+        self.failed = np.full(1, -1, np.int64)
 
     def set_view(self, view):
         self.view_cell[0] = int(view)
@@ -39,7 +42,7 @@ class ViewDecoder(ResizedCropRGBImageDecoder):
         imdecode_c = Compiler.compile(imdecode)
         resize_crop_c = Compiler.compile(resize_crop)
         copy_bytes = _copy_bytes
-        view_addr = self.view_cell.ctypes.data
+        view_addr, failed_addr = self.view_cell.ctypes.data, self.failed.ctypes.data
         spec = self.spec
         view_seed, eval_view, crop_ratio = np.uint64(spec.view_seed), spec.eval_view, spec.crop_ratio
         s_lo, s_hi = spec.scale
@@ -60,8 +63,11 @@ class ViewDecoder(ResizedCropRGBImageDecoder):
                 width = np.uint32(field['width'])
                 if field['mode'] == jpg:
                     temp_buffer = temp_storage[dst_ix]
-                    imdecode_c(image_data, temp_buffer, height, width, height, width,
-                               0, 0, 1, 1, False, False)
+                    status = imdecode_c(image_data, temp_buffer, height, width, height, width,
+                                        0, 0, 1, 1, False, False)
+                    if status != 0:
+                        bad = np.full(1, source_ix, np.int64)
+                        copy_bytes(failed_addr, bad.ctypes.data, 8)
                     temp_buffer = temp_buffer.reshape(-1)[:3 * height * width]
                     temp_buffer = temp_buffer.reshape(height, width, 3)
                 else:

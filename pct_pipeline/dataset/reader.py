@@ -13,26 +13,53 @@ import torch
 from ..errors import PctError
 
 
-def fingerprint(labels, size, path, images=None):
-    """Dataset identity: resolved path, file size, sample count, sha256 of the int64 labels
-    and, given `images` (`image_digest`), the sha256 of every image's shape and encoded size:
-    two data sets of equal labels and equal (page-rounded) file size but other images differ
-    there, while the same images written again (in any order on disk) do not."""
+def fingerprint(labels, size, path, images=None, shapes=None):
+    """Dataset identity: resolved path, file size, sample count, sha256 of the int64 labels,
+    `images` (the sha256 of every image's stored bytes, `image_digests`) and `shapes` (the
+    sha256 of their heights, widths and byte counts). Two data sets of equal labels and sizes
+    but other pixels differ in `images`; the same images written again (any worker count,
+    any order on disk) do not."""
     out = {"path": str(Path(path).resolve()), "size": int(size), "num_samples": int(len(labels)),
            "labels_sha256": hashlib.sha256(np.ascontiguousarray(labels, np.int64).tobytes()).hexdigest()}
     if images is not None:
         out["images_sha256"] = images
+    if shapes is not None:
+        out["shapes_sha256"] = shapes
     return out
 
 
-def image_digest(heights, widths, alloc_table):
-    """sha256 of the images' heights, widths and encoded byte counts, in sample order (from a
-    .beton's allocation table: where the writer put each image varies, its size does not)."""
-    table = np.sort(np.asarray(alloc_table[["sample_id", "size"]]), order=["sample_id", "size"])
+def _image_table(reader):
+    """(heights, widths, data pointers, byte counts) of every sample's image, int64 [N] each,
+    from a .beton's metadata and allocation table."""
+    column = f"f{list(reader.field_names).index('image')}"
+    meta = reader.metadata[column]
+    table = np.sort(np.asarray(reader.alloc_table[["ptr", "size"]]), order="ptr")
+    ptrs = np.asarray(meta["data_ptr"], np.int64)
+    sizes = np.asarray(table["size"], np.int64)[np.searchsorted(table["ptr"], ptrs)]
+    return (np.asarray(meta["height"], np.int64), np.asarray(meta["width"], np.int64), ptrs,
+            sizes)
+
+
+def shapes_digest(heights, widths, sizes):
+    """sha256 of the images' heights, widths and stored byte counts, in sample order: read
+    from the metadata alone, it ties a .beton.json to its .beton."""
     digest = hashlib.sha256()
-    for part in (heights, widths, table["sample_id"], table["size"]):
+    for part in (heights, widths, sizes):
         digest.update(np.ascontiguousarray(part, np.int64).tobytes())
     return digest.hexdigest()
+
+
+def image_digests(path):
+    """(sha256 of every image's stored bytes in sample order, `shapes_digest`) of a .beton:
+    one pass over its image data (write-dataset records both in OUT.beton.json)."""
+    from ffcv.reader import Reader
+
+    heights, widths, ptrs, sizes = _image_table(Reader(str(path)))
+    data = np.memmap(str(path), dtype=np.uint8, mode="r")
+    digest = hashlib.sha256()
+    for ptr, size in zip(ptrs.tolist(), sizes.tolist()):
+        digest.update(data[ptr:ptr + size])
+    return digest.hexdigest(), shapes_digest(heights, widths, sizes)
 
 
 def _check_not_truncated(path):
@@ -71,7 +98,6 @@ class BetonInfo:
             reader = Reader(str(self.path))
             meta = reader.metadata
             fields = list(reader.field_names)
-            allocations = reader.alloc_table
         except (ValueError, OSError, IndexError, KeyError, TypeError) as exc:
             raise PctError(f"not a readable .beton file: {self.path} ({exc})") from None
         if not {"image", "label", "index"} <= set(fields):
@@ -80,14 +106,21 @@ class BetonInfo:
         self.num_samples = int(reader.num_samples)
         column = {name: f"f{i}" for i, name in enumerate(fields)}  # ffcv names columns f0, f1, ...
         self.labels = np.asarray(meta[column["label"]], np.int64).reshape(-1)
-        self.heights = np.asarray(meta[column["image"]]["height"], np.int64)
-        self.widths = np.asarray(meta[column["image"]]["width"], np.int64)
+        self.heights, self.widths, _, sizes = _image_table(reader)
         side = Path(str(self.path) + ".json")
         extra = json.loads(side.read_text()) if side.is_file() else {}
+        recorded = extra.get("fingerprint") or {}
+        shapes = shapes_digest(self.heights, self.widths, sizes)
+        if recorded.get("shapes_sha256") not in (None, shapes):
+            raise PctError(f"{side} does not describe {self.path} (its images have other sizes): "
+                           f"write the data set again, or remove the .json")
+        images = recorded.get("images_sha256") if recorded.get("shapes_sha256") else None
+        if images is None:  # no record of this file's images: read them once
+            images = image_digests(self.path)[0]
         self.classes = extra.get("classes")
         self.num_classes = int(extra.get("num_classes", int(self.labels.max()) + 1))
         self.fingerprint = fingerprint(self.labels, self.path.stat().st_size, self.path,
-                                       image_digest(self.heights, self.widths, allocations))
+                                       images, shapes)
 
     def identity(self):
         """The `dataset` attribute of a store made from this data: its fingerprint and class
@@ -133,7 +166,7 @@ class ViewLoader:
         from .decoder import ViewDecoder
 
         workers = workers_for(workers)
-        self.device = torch.device(device)
+        self.path, self.device = path, torch.device(device)
         self.decoder = ViewDecoder(spec)
         cuda = self.device.type == "cuda"
         to_device = [ToDevice(self.device, non_blocking=True)] if cuda else []
@@ -172,10 +205,22 @@ class ViewLoader:
 
     def __iter__(self):
         self.loader.next_epoch = self.epoch
+        self.decoder.failed[0] = -1
         for images, labels, indices in self.loader:
+            self._check_decoded()
             if images.is_cuda:  # allocated on the loader's stream, used on the caller's
                 images.record_stream(torch.cuda.current_stream(images.device))
             yield images, labels.reshape(-1).clone(), indices.reshape(-1).clone()
+        self._check_decoded()
+
+    def _check_decoded(self):
+        """PctError naming a sample whose image bytes did not decode (the loader's threads
+        may be a few batches ahead: this is checked at every batch and at the end)."""
+        sample = int(self.decoder.failed[0])
+        if sample >= 0:
+            raise PctError(f"the image of sample {sample} in {self.path} does not decode "
+                           f"(its stored bytes are not a valid JPEG): the .beton is damaged; "
+                           f"write it again")
 
 
 def _normalize_table():
@@ -255,12 +300,9 @@ def _normalize_on_device(device):
 
 
 def raw_images(path, rows):
-    """uint8 JPEG bytes of each row (for the reference decoder in tests)."""
+    """uint8 stored bytes of each row's image (JPEG, or raw pixels)."""
     from ffcv.reader import Reader
 
-    reader = Reader(str(path))
-    column = f"f{list(reader.field_names).index('image')}"
+    _, _, ptrs, sizes = _image_table(Reader(str(path)))
     data = np.memmap(str(path), dtype=np.uint8, mode="r")
-    sizes = dict(zip(reader.alloc_table["ptr"].tolist(), reader.alloc_table["size"].tolist()))
-    ptrs = reader.metadata[column]["data_ptr"]
-    return [np.array(data[int(ptrs[r]):int(ptrs[r]) + sizes[int(ptrs[r])]]) for r in rows]
+    return [np.array(data[ptrs[r]:ptrs[r] + sizes[r]]) for r in rows]

@@ -23,7 +23,7 @@ from ..errors import WRITE_ERRORS, PctError, writing
 from ..files import write_text_atomic
 from ..progress import Progress
 
-from .reader import fingerprint
+from .reader import fingerprint, image_digests
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -56,11 +56,15 @@ def _list(folder):
 
 
 def load_rgb(path):
-    """uint8 [H, W, 3] RGB of any PIL-readable image; transparency is composited on white."""
+    """uint8 [H, W, 3] RGB of any PIL-readable image. Transparency is composited on white;
+    16-bit images are scaled from their range 0-65535, float images from 0-1 (others of no
+    known range, e.g. floats outside [0, 1], raise ValueError naming the range found)."""
     from PIL import Image
 
     with Image.open(path) as image:
         image.load()
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+            return _gray_to_rgb(np.asarray(image), image.mode)
         if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
             rgba = image.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -68,11 +72,46 @@ def load_rgb(path):
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def _check_image(path):
+def _gray_to_rgb(values, mode):
+    """uint8 [H, W, 3] of one-channel integer (16-bit range) or float (0-1 range) pixels."""
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if mode == "F":
+        if not (np.isfinite(values).all() and 0 <= lo and hi <= 1):
+            raise ValueError(f"float pixels from {lo:g} to {hi:g}: only the range 0-1 is known")
+        scaled = values * 255.0
+    else:
+        if not (0 <= lo and hi <= 65535):
+            raise ValueError(f"{mode} pixels from {lo:g} to {hi:g}: only 16-bit ranges are known")
+        scaled = values / 257.0
+    gray = np.rint(scaled).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def stored_size(height, width, max_resolution):
+    """(height, width) an image of height x width is stored at: scaled down (as ffcv does, the
+    longer side to max_resolution, each side rounded down) if it is larger."""
+    ratio = max_resolution / max(height, width)
+    if ratio >= 1:
+        return height, width
+    return int(ratio * height), int(ratio * width)
+
+
+def _check_image(job):
+    """An error message for the image at path, or None when it can be stored (job: (path,
+    max_resolution))."""
+    from PIL import Image
+
+    path, max_resolution = job
     try:
-        load_rgb(path)
+        image = load_rgb(path)
+    except Image.DecompressionBombError as exc:
+        return f"{path}: {exc}"
     except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for bad files
         return f"{path}: {exc}"
+    height, width = image.shape[:2]
+    if min(stored_size(height, width, max_resolution)) < 1:
+        return (f"{path}: {width}x{height} px is too thin to store at --max-resolution "
+                f"{max_resolution} (its shorter side would be 0 px)")
     return None
 
 
@@ -86,8 +125,13 @@ class _ImageFolderSamples:
         return len(self.samples)
 
     def __getitem__(self, i):
+        global CURRENT
         path, label = self.samples[i]
+        CURRENT = f"sample {i} ({path})"  # what a writer worker that fails was writing
         return load_rgb(path), label, i
+
+
+CURRENT = "no sample yet"
 
 
 def _ignore_sigint():
@@ -96,16 +140,22 @@ def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _writer_worker(work_fn, *args):
-    """An ffcv writer worker whose OSError ends it with that errno as exit status (so the main
-    process can name it) instead of a traceback."""
+def _writer_worker(errors, work_fn, *args):
+    """An ffcv writer worker that reports how it failed on `errors` (a queue) and exits 1,
+    instead of printing a traceback: ('write', errno) for a write error, ('sample', message)
+    naming the sample it was writing for anything else."""
     _ignore_sigint()
     try:
         work_fn(*args)
     except OSError as exc:
-        if exc.errno not in WRITE_ERRORS:
-            raise
-        sys.exit(exc.errno)
+        if exc.errno in WRITE_ERRORS:
+            errors.put(("write", exc.errno))
+        else:
+            errors.put(("sample", f"{CURRENT}: {type(exc).__name__}: {exc}"))
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001  (reported in one line by the main process)
+        errors.put(("sample", f"{CURRENT}: {type(exc).__name__}: {exc}"))
+        sys.exit(1)
 
 
 class _Workers:
@@ -117,9 +167,10 @@ class _Workers:
 
     def __init__(self):
         self.started = []
+        self.errors = multiprocessing.SimpleQueue()
 
     def process(self, target, args):
-        proc = multiprocessing.Process(target=_writer_worker, args=(target, *args))
+        proc = multiprocessing.Process(target=_writer_worker, args=(self.errors, target, *args))
         self.started.append(proc)
         return proc
 
@@ -142,10 +193,13 @@ class _Workers:
         if not failed:
             return
         self.stop()
-        code = failed[0].exitcode
-        if code in WRITE_ERRORS:
-            raise OSError(code, os.strerror(code))
-        raise RuntimeError(f"an ffcv writer worker failed with exit status {code}")
+        if self.errors.empty():  # killed by a signal, say: nothing reported
+            raise RuntimeError(f"an ffcv writer worker ended with exit status "
+                               f"{failed[0].exitcode}")
+        kind, detail = self.errors.get()
+        if kind == "write":
+            raise OSError(detail, os.strerror(detail))
+        raise PctError(f"cannot write the image of {detail}")
 
 
 class _WatchedQueue(multiprocessing.queues.Queue):
@@ -179,11 +233,13 @@ def _configure_ffcv_writer():
     return workers
 
 
-def write_beton(src, out, max_resolution=256, jpeg_quality=90, workers=None, skip_bad=False,
-                overwrite=False):
+def write_beton(src, out, max_resolution=256, image_format="jpg", jpeg_quality=90, workers=None,
+                skip_bad=False, overwrite=False):
     """Write ImageFolder `src` to `out` (.beton) and `out`.json; returns the summary dict.
-    `workers`: processes (None: the cores this process may use). An existing `out` is
-    refused unless `overwrite`, and then replaced only once the new file is complete."""
+    Images are stored as `image_format` ("jpg" at `jpeg_quality`, or "raw" pixels), scaled
+    down to `max_resolution` if larger. `workers`: processes (None: the cores this process may
+    use). An existing `out` is refused unless `overwrite`, and then replaced only once the new
+    file is complete."""
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
 
@@ -191,19 +247,10 @@ def write_beton(src, out, max_resolution=256, jpeg_quality=90, workers=None, ski
 
     out, workers = Path(out), max(1, workers or usable_cores())
     _check_output(out, overwrite)
-    classes, samples = scan_image_folder(src)
-    problems = _check_images([p for p, _ in samples], workers)
-    bad = [msg for msg in problems if msg is not None]
-    if bad and not skip_bad:
-        raise PctError(f"unreadable image {bad[0]} (use --skip-bad to leave such files out)")
-    kept = [s for s, msg in zip(samples, problems) if msg is None]
-    present = {label for _, label in kept}
-    missing = [classes[c] for c in range(len(classes)) if c not in present]
-    if missing:
-        raise PctError(f"class folder has no readable images: {Path(src) / missing[0]}")
+    classes, kept, skipped = _storable_samples(src, max_resolution, workers, skip_bad)
     writer_processes = _configure_ffcv_writer()
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    fields = {"image": RGBImageField(write_mode="jpg", max_resolution=max_resolution,
+    fields = {"image": RGBImageField(write_mode=image_format, max_resolution=max_resolution,
                                      jpeg_quality=jpeg_quality),
               "label": IntField(), "index": IntField()}
     writer = DatasetWriter(str(partial), fields, num_workers=workers)
@@ -212,8 +259,10 @@ def write_beton(src, out, max_resolution=256, jpeg_quality=90, workers=None, ski
             writer.from_indexed_dataset(_ImageFolderSamples(kept), chunksize=32)
             labels = np.array([label for _, label in kept], np.int64)
             info = {"classes": classes, "num_classes": len(classes), "num_samples": len(kept),
-                    "skipped": len(bad), "source": str(Path(src).resolve()),
-                    "fingerprint": fingerprint(labels, partial.stat().st_size, out)}
+                    "skipped": skipped, "source": str(Path(src).resolve()),
+                    "image_format": image_format,
+                    "fingerprint": fingerprint(labels, partial.stat().st_size, out,
+                                               *image_digests(partial))}
             write_text_atomic(Path(str(out) + ".json"), json.dumps(info, indent=1))
             os.replace(partial, out)
     finally:
@@ -222,6 +271,29 @@ def write_beton(src, out, max_resolution=256, jpeg_quality=90, workers=None, ski
         if partial.exists():
             partial.unlink()
     return info
+
+
+def _storable_samples(src, max_resolution, workers, skip_bad):
+    """(class names, [(path, label)] of the images that can be stored, how many were left
+    out): every image is decoded once; the first that cannot be stored stops the command
+    unless `skip_bad`."""
+    classes, samples = scan_image_folder(src)
+    if len(classes) < 2:
+        raise PctError(f"{src} holds one class folder ({classes[0]}): a classifier needs at "
+                       f"least two (give the folder that holds the class folders)")
+    problems = _check_images([(p, max_resolution) for p, _ in samples], workers)
+    bad = [msg for msg in problems if msg is not None]
+    if bad and not skip_bad:
+        raise PctError(f"cannot store image {bad[0]} (use --skip-bad to leave such files out)")
+    if bad:
+        print(f"write-dataset: left out {len(bad)} image(s) that cannot be stored, the first "
+              f"{bad[0]}", file=sys.stderr, flush=True)
+    kept = [s for s, msg in zip(samples, problems) if msg is None]
+    present = {label for _, label in kept}
+    missing = [classes[c] for c in range(len(classes)) if c not in present]
+    if missing:
+        raise PctError(f"class folder has no readable images: {Path(src) / missing[0]}")
+    return classes, kept, len(bad)
 
 
 def _check_output(out, overwrite):
@@ -233,13 +305,13 @@ def _check_output(out, overwrite):
         raise PctError(f"{out} exists (use --overwrite to replace it)")
 
 
-def _check_images(paths, workers):
-    """An error message or None for each image path: every image is decoded once, by
-    `workers` processes."""
+def _check_images(jobs, workers):
+    """An error message or None for each (image path, max resolution): every image is
+    decoded once, by `workers` processes."""
     problems = []
-    with Progress(len(paths), "write-dataset: checking") as progress, \
+    with Progress(len(jobs), "write-dataset: checking") as progress, \
             Pool(workers, initializer=_ignore_sigint) as pool:
-        for problem in pool.imap(_check_image, paths, chunksize=64):
+        for problem in pool.imap(_check_image, jobs, chunksize=64):
             problems.append(problem)
             progress.update()
     return problems

@@ -1,7 +1,7 @@
 """`pct evaluate --checkpoint CKPT --data VAL.beton --out PRED.zarr`."""
 import click
 
-from ..options import Finite
+from ..options import Finite, allow_unnamed_classes
 from .config import EvaluateConfig
 
 
@@ -37,6 +37,7 @@ from .config import EvaluateConfig
 @click.option("--trust-checkpoint", is_flag=True, help="Unpickle --checkpoint fully instead of "
               "reading it as data: this runs whatever code the file holds. Only for a file from "
               "a source you trust.")
+@allow_unnamed_classes
 @click.option("--rows-per-chunk", type=click.IntRange(min=1), default=EvaluateConfig.rows_per_chunk,
               hidden=True)
 def evaluate(**options):

@@ -17,6 +17,7 @@ class EvaluateConfig:
     rows_per_chunk: None means chunks of about 1 MiB.
     trust_checkpoint: unpickle the checkpoint fully, which runs any code it holds; otherwise it
     is read as data only (models.load_file).
+    allow_unnamed_classes: accept a checkpoint that records no class names.
     """
 
     checkpoint: str
@@ -30,6 +31,7 @@ class EvaluateConfig:
     device: str | None = None
     overwrite: bool = False
     trust_checkpoint: bool = False
+    allow_unnamed_classes: bool = False
     rows_per_chunk: int | None = None
 
     def eval_view(self, trained):

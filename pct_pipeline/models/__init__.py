@@ -22,9 +22,10 @@ _HOME = {
                       "input_requirement", "shape_only_model", "shared_feature_dim",
                       "torchvision_models"),
     "outputs": ("autocast", "aux_loss", "main_logits"),
-    "checkpoints": ("checkpoint_num_classes", "checkpoint_record", "checkpoint_state",
-                    "load_file", "load_model", "load_weights", "read_checkpoint",
-                    "read_state_dict", "save_atomic", "sha256_file"),
+    "checkpoints": ("check_classes", "checkpoint_num_classes", "checkpoint_record",
+                    "checkpoint_state", "load_file", "load_model", "load_weights",
+                    "read_checkpoint", "read_state_dict", "recorded_classes", "save_atomic",
+                    "sha256_file"),
     "tap": ("FeatureTap",),
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}

@@ -14,6 +14,8 @@ trusts it (`--trust-checkpoint`). Checkpoints are written to a temporary file an
 (files.atomic_file).
 """
 import argparse
+import os
+import sys
 import hashlib
 import pickle
 from pathlib import Path
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..classes import check_same
 from ..errors import PctError
 from ..files import atomic_file
 from .architectures import AUX_HEADS, build_model, classifier_key
@@ -205,6 +208,38 @@ def load_model(arch, path, num_classes=None, trust=False, **kwargs):
         raise PctError(f"checkpoint {path} has {classes} classes, the data has {num_classes}")
     model = load_weights(build_model(arch, classes, **kwargs), state, arch, path)
     return model.eval(), classes
+
+
+def recorded_classes(obj):
+    """The class names (in label order) a loaded checkpoint records: `pct train`'s `classes`
+    (or those of its identity's data), else None."""
+    if not isinstance(obj, dict):
+        return None
+    names = obj.get("classes")
+    if names is None and isinstance(obj.get("identity"), dict):
+        names = (obj["identity"].get("data") or {}).get("classes")
+    return list(names) if isinstance(names, (list, tuple)) else None
+
+
+def check_classes(path, data_classes, data_name, allow_unnamed=False, trust=False):
+    """Refuse checkpoint `path` when the class names it records differ from `data_classes`
+    (those of `data_name`, in label order), naming the first difference. A checkpoint that
+    records none (a bare state dict, the original code's, timm's) is refused unless
+    `allow_unnamed`, and then noted once. Data without class names is not compared."""
+    if not data_classes:
+        return
+    names = recorded_classes(load_file(path, trust))
+    if names is None:
+        if not allow_unnamed:
+            shown = ", ".join(map(str, data_classes[:3])) + (", ..." if len(data_classes) > 3 else "")
+            raise PctError(f"checkpoint {path} records no class names, so its labels cannot be "
+                           f"checked against those of {data_name} ({shown}); pass "
+                           f"--allow-unnamed-classes if label i means the data's class i")
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"pct: note: checkpoint {path} records no class names: its labels are taken "
+                  f"to mean the classes of {data_name}", file=sys.stderr, flush=True)
+        return
+    check_same(data_classes, names, data_name, f"checkpoint {path}")
 
 
 def save_atomic(obj, path):

@@ -2,7 +2,7 @@
 import click
 
 from ..errors import PctError
-from ..options import Finite, parse_arch_path
+from ..options import Finite, allow_unnamed_classes, parse_arch_path
 from ..views import ViewSpec, given_views, view_options
 from .config import DTYPES, PrecomputeConfig as C
 
@@ -37,6 +37,7 @@ def parse_teachers(ctx, param, values):
 @click.option("--trust-checkpoint", is_flag=True, help="Unpickle the --teacher files fully "
               "instead of reading them as data: this runs whatever code a file holds. Only for "
               "files from a source you trust.")
+@allow_unnamed_classes
 @click.option("--views", type=click.IntRange(min=1), default=None, help="Number of augmentation "
               "views V: epoch e of `pct train` uses view e mod V (required unless --eval-view).")
 @click.option("--out", required=True, type=click.Path(), help="The store to write, NAME.zarr: "

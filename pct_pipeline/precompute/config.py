@@ -22,6 +22,7 @@ class PrecomputeConfig:
     device: None means this process's CUDA device when there is one, else the CPU.
     trust_checkpoint: unpickle the teacher checkpoints fully, which runs any code they hold;
     otherwise they are read as data only (models.load_file).
+    allow_unnamed_classes: accept teacher checkpoints that record no class names.
     codec: how the mean logits are stored (a store.codecs codec: float16, int8, topk:K,
     sample:K@T); float16 is the plain `logits` array in `dtype`. Features and kept members
     stay float16.
@@ -43,6 +44,7 @@ class PrecomputeConfig:
     rows_per_chunk: int | None = None
     device: str | None = None
     trust_checkpoint: bool = False
+    allow_unnamed_classes: bool = False
     codec: object = field(default_factory=Float16)
 
     def __post_init__(self):

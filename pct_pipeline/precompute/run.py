@@ -57,7 +57,7 @@ def run(cfg):
 
 def _run(cfg, dist, start):
     info = BetonInfo(cfg.data)
-    teachers = load_teachers(cfg, info.num_classes, dist.device)
+    teachers = load_teachers(cfg, info, dist.device)
     out = store.Location(cfg.out)
     lock, problem = (None, None)
     if dist.is_main:
@@ -81,11 +81,14 @@ def _run(cfg, dist, start):
             lock.release()
 
 
-def load_teachers(cfg, num_classes, device):
-    """[Teacher] in eval mode on `device` (channels_last on GPU); class counts checked."""
+def load_teachers(cfg, info, device):
+    """[Teacher] in eval mode on `device` (channels_last on GPU); their class counts and
+    names checked against the data's (`info`, a dataset.BetonInfo)."""
     teachers = []
     for arch, path in cfg.teachers:
-        model, _ = models.load_model(arch, path, num_classes, trust=cfg.trust_checkpoint)
+        models.check_classes(path, info.classes, f"the data {info.path}",
+                             cfg.allow_unnamed_classes, cfg.trust_checkpoint)
+        model, _ = models.load_model(arch, path, info.num_classes, trust=cfg.trust_checkpoint)
         if device.type == "cuda":
             model = model.to(device, memory_format=torch.channels_last)
         teachers.append(Teacher(arch, str(path), model.eval()))

@@ -84,11 +84,13 @@ class Store:
     def check_data(self, data, source):
         """PctError unless this store was made from the data `data` describes (a dataset's
         identity, dataset.BetonInfo.identity(); `source` names it): the same sample count,
-        labels, images and class names. Stores made before the images' digest was recorded
-        are matched by the file size instead."""
+        labels, images and class names."""
         have = self.attrs.get("dataset") or {}
-        images = "images_sha256" if "images_sha256" in have else "size"
-        for key in ("num_samples", "labels_sha256", images):
+        if self.attrs.get("schema_version") == 1:
+            raise PctError(f"store {self.path} was written by an earlier version of pct, whose "
+                           f"record of its data cannot be checked against {source}: write it "
+                           f"again with the command that made it")
+        for key in ("num_samples", "labels_sha256", "images_sha256"):
             if have.get(key) != data.get(key):
                 raise PctError(f"store {self.path} was made from other data than {source}: "
                                f"dataset {key} {have.get(key)!r} in the store, "

@@ -6,7 +6,7 @@ from dataclasses import fields
 import click
 
 from ..losses import FILTERS, MODES, LossConfig
-from ..options import Choice, Finite, parse_arch_path, parse_kwargs
+from ..options import Choice, Finite, allow_unnamed_classes, parse_arch_path, parse_kwargs
 from ..views import given_views, view_options
 from .config import TrainConfig
 
@@ -47,6 +47,7 @@ def opt(name, *more, **kw):
 @opt("--trust-checkpoint", is_flag=True, help="Unpickle the --resume, --online-teacher and "
      "--bct-old-model files fully instead of reading them as data: this runs whatever code a "
      "file holds. Only for files from a source you trust.")
+@allow_unnamed_classes
 # loss
 @opt("--kd-loss-mode", type=click.Choice(MODES), default=None,
      help="Distillation distance d_i: kl (KL at --kd-temperature), l2 (mean squared logit "

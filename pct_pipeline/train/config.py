@@ -25,6 +25,7 @@ class TrainConfig:
     bct_old_arch: str | None = None         # its architecture (default: the teacher's, else --arch)
     trust_checkpoint: bool = False          # unpickle --resume/--online-teacher/--bct-old-model
                                             # files fully (runs their code), not as data only
+    allow_unnamed_classes: bool = False     # accept old models whose checkpoints name no classes
     loss: LossConfig = field(default_factory=LossConfig)
     epochs: int = 90
     batch_size: int = 256                   # per process and loader batch

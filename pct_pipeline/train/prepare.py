@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .. import classes, distributed
+from .. import classes, distributed, models
 from ..errors import PctError
 from ..losses import MODES
 from ..predictions import make_loader, own_rows
@@ -72,6 +72,9 @@ def check_options(cfg, train_info, val_info, num_classes):
     if val_info.num_classes > num_classes:
         raise PctError(f"validation data has {val_info.num_classes} classes, the model {num_classes}")
     check_same_classes(train_info, val_info)
+    for path in [p for _, p in cfg.online_teachers] + [cfg.bct_old_model] * bool(cfg.bct_old_model):
+        models.check_classes(path, train_info.classes, f"the training data {train_info.path}",
+                             cfg.allow_unnamed_classes, cfg.trust_checkpoint)
 
 
 def check_same_classes(train_info, val_info):
