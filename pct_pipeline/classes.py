@@ -5,13 +5,11 @@ from .errors import PctError
 
 def first_difference(ours, theirs):
     """(label, our name, their name) of the first label the two lists of class names name
-    differently (a list shorter than the other has None there), or None when they agree or
-    either side has no names."""
+    differently, or None when they agree on every label both have (how many classes each
+    has is the class counts' check) or either side has no names."""
     if not ours or not theirs:
         return None
-    for label in range(max(len(ours), len(theirs))):
-        a = ours[label] if label < len(ours) else None
-        b = theirs[label] if label < len(theirs) else None
+    for label, (a, b) in enumerate(zip(ours, theirs)):
         if a != b:
             return label, a, b
     return None

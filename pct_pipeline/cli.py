@@ -4,11 +4,14 @@ Each command parses its options into a frozen config and calls the stage's ``run
 Commands are imported only when invoked, so `pct analyze` never pays for torch or ffcv.
 User mistakes (PctError, click usage errors) end as one line on stderr and exit status 2; a
 command may end with another status through ctx.exit (`pct analyze`: 1 when a gate fails).
+Ctrl-C and SIGTERM end as one line too (status 130 and 143).
 Option names are read with underscores as dashes (`--kd_alpha` is `--kd-alpha`, the original
 research code's spelling), so each option is declared, and listed in --help, once.
 """
 import importlib
+import signal
 import sys
+import threading
 
 import click
 
@@ -63,7 +66,17 @@ def cli():
     analyze negative flips."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill`): ends a command as Ctrl-C does."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None):
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         # A command that ends with ctx.exit(status) (`pct analyze` when a --gate fails: 1)
         # makes click return that status here; commands themselves return None.
@@ -73,13 +86,14 @@ def main(argv=None):
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         # An object the interrupt left half-built can fail in __del__ when it is collected (an
         # ffcv EpochIterator stopped inside its __init__ has no memory_context to close); after
-        # Ctrl-C the one line below is all that is printed.
+        # Ctrl-C or SIGTERM the one line below is all that is printed.
         sys.unraisablehook = lambda unraisable: None
-        click.echo("pct: interrupted", err=True)
-        sys.exit(130)
+        terminated = isinstance(exc, Terminated)
+        click.echo(f"pct: {'terminated' if terminated else 'interrupted'}", err=True)
+        sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
     except click.ClickException as exc:
         click.echo(f"pct: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)

@@ -5,9 +5,9 @@ import os
 from contextlib import contextmanager
 
 # OSErrors of a write that the user can act on: a full disk or quota, no permission, a
-# read-only or failing file system.
+# read-only or failing file system, a path through a file or onto a folder.
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG,
-                errno.EIO)
+                errno.EIO, errno.ENOTDIR, errno.EISDIR)
 
 
 class PctError(Exception):

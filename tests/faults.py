@@ -46,11 +46,12 @@ def _serve():
     import ffcv.loader  # noqa: F401  (the expensive imports, done once)
     import ffcv.writer  # noqa: F401
     import torch  # noqa: F401
+    import torchvision  # noqa: F401
     import zarr  # noqa: F401
 
     from pct_pipeline import cli  # noqa: F401
     from pct_pipeline.dataset import command as _d  # noqa: F401
-    from pct_pipeline.models import command as _m  # noqa: F401
+    from pct_pipeline.models import architectures, checkpoints, command as _m  # noqa: F401
     from pct_pipeline.analyze import command as _a, run as _ar  # noqa: F401
     from pct_pipeline.precompute import command as _p, run as _pr  # noqa: F401
     from pct_pipeline.train import command as _t, run as _tr  # noqa: F401

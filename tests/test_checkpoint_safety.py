@@ -211,7 +211,8 @@ def test_trust_checkpoint_loads_a_whole_model_pickle(w, forks):
     refused = forked(forks, *COMMANDS["precompute-teachers --teacher"](w, whole))
     assert_refused(refused, whole, "pct_pipeline.models.architectures.SmallCNN", w["tmp"] / "none")
     assert not (w["tmp"] / "cache.zarr").exists()
-    result = forked(forks, *COMMANDS["precompute-teachers --teacher"](w, whole), "--trust-checkpoint")
+    result = forked(forks, *COMMANDS["precompute-teachers --teacher"](w, whole), "--trust-checkpoint",
+                    "--allow-unnamed-classes")
     assert result.returncode == 0, result.stderr
     assert (w["tmp"] / "cache.zarr" / "zarr.json").is_file()
     loaded, classes = models.load_model("cnn_small", whole, 10, trust=True)
@@ -265,8 +266,11 @@ def test_upstream_checkpoint_evaluates_through_the_cli(w, forks):
     path = w["tmp"] / "model_best.pth.tar"
     upstream_checkpoint(path)
     result = forked(forks, *COMMANDS["evaluate --checkpoint"](w, path))
+    assert result.returncode == 2 and "records no class names" in result.stderr
+    result = forked(forks, *COMMANDS["evaluate --checkpoint"](w, path), "--allow-unnamed-classes")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("top1 ") and (w["tmp"] / "pred.zarr").is_dir()
+    assert "records no class names: its labels are taken to mean the classes" in result.stderr
 
 
 def test_torchvision_state_dict_loads(tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import free_port, pct, run_pct
+from conftest import DIGITS, free_port, pct, run_pct
 from pct_pipeline import models, store
 from pct_pipeline.errors import PctError
 from pct_pipeline.precompute.prepare import acquire_lock
@@ -34,7 +34,7 @@ def save_model(path, arch, num_classes=10, seed=0, edit=None):
     state = model.state_dict()
     if edit:
         edit(state)
-    models.save_atomic({"model": state}, path)
+    models.save_atomic({"model": state, "classes": DIGITS}, path)
     return path
 
 

@@ -11,6 +11,7 @@ import torch
 from pct_pipeline import store
 from pct_pipeline.store import codecs
 from pct_pipeline.models import build_model, save_atomic
+from conftest import DIGITS
 from test_cli_precompute import assert_one_line_error
 
 RES = 24
@@ -178,7 +179,7 @@ def test_topk_refuses_l2_and_warns_at_high_temperature(caches, train_beton, val_
     state = torch.load(teacher_ckpt, weights_only=True)["model"]
     state = {k: v * 30 if k.startswith("fc.") else v for k, v in state.items()}
     sharp = tmp_path / "sharp.pt"
-    save_atomic({"model": state, "arch": "cnn_small"}, sharp)
+    save_atomic({"model": state, "arch": "cnn_small", "classes": DIGITS}, sharp)
     cache = tmp_path / "sharp_topk.zarr"
     code, out, err = run_cli(precompute_args(train_beton, sharp, cache, "--codec", "topk:5"))
     assert code == 0, err
@@ -214,7 +215,7 @@ def test_cache_fidelity_command(caches, train_beton, tmp_path):
     # a real student run on the same views, and li
     torch.manual_seed(7)
     student = tmp_path / "student.pt"
-    save_atomic({"model": build_model("cnn_small", 10).state_dict()}, student)
+    save_atomic({"model": build_model("cnn_small", 10).state_dict(), "classes": DIGITS}, student)
     code, out, err = run_cli(["cache-fidelity", caches["int8"], "--exact", caches["fp16"],
                               "--student", f"cnn_small={student}", "--mode", "l2"])
     assert code == 0, err

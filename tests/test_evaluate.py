@@ -3,7 +3,7 @@ boundary samples are the ones the negative flip rate counts."""
 import numpy as np
 import torch
 
-from conftest import run_pct, view_loader
+from conftest import DIGITS, run_pct, view_loader
 from pct_pipeline import models, store
 from pct_pipeline.precompute.run import forward
 from pct_pipeline.predictions import predict
@@ -47,7 +47,8 @@ def test_predict_and_eval_view_precompute_stay_float32_under_autocast(val_beton)
 
 def test_evaluate_stores_the_exact_float32_logits(val_beton, tmp_path):
     ckpt = tmp_path / "tie.pt"
-    models.save_atomic({"model": near_tie_model().state_dict(), "arch": "cnn_small"}, ckpt)
+    models.save_atomic({"model": near_tie_model().state_dict(), "arch": "cnn_small",
+                        "classes": DIGITS}, ckpt)
     out = tmp_path / "pred.zarr"
     result = run_pct("evaluate", "--checkpoint", ckpt, "--data", val_beton, "--resolution", 16, "-j", 1,
                      "--out", out)
@@ -64,7 +65,7 @@ def test_evaluate_a_bare_state_dict_with_arch(val_beton, tmp_path):
     torch.save(model.state_dict(), ckpt)
     out = tmp_path / "pred.zarr"
     result = run_pct("evaluate", "--checkpoint", ckpt, "--arch", "cnn_small", "--data", val_beton,
-                     "--resolution", 16, "-j", 1, "--out", out)
+                     "--resolution", 16, "-j", 1, "--out", out, "--allow-unnamed-classes")
     assert result.returncode == 0, result.stderr
     preds = store.open_store(out)
     assert (preds.logits(0).argmax(1) == 5).all()

@@ -31,7 +31,7 @@ CASES = [
       after=lambda w, forks: assert_nothing_left(w.place)),
     C("write-dataset", "--max-resolution 0",
       lambda w: write_dataset(w.tree, w.root / "o.beton", "--max-resolution", 0),
-      lambda w: ["--max-resolution", "0 is not in the range x>=8"]),
+      lambda w: ["--max-resolution", "0 is not in the range 8<=x<=65535"]),
     C("write-dataset", "--jpeg-quality 101",
       lambda w: write_dataset(w.tree, w.root / "o.beton", "--jpeg-quality", 101),
       lambda w: ["--jpeg-quality", "101 is not in the range 1<=x<=100"]),

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from torchvision.models.googlenet import GoogLeNetOutputs
 from torchvision.models.inception import InceptionOutputs
 
+from conftest import DIGITS
 from pct_pipeline import models, store
 from pct_pipeline.cli import main
 from pct_pipeline.errors import PctError
@@ -317,7 +318,7 @@ def test_stochastic_depth_teacher_cache_is_deterministic(train_beton, tmp_path):
     arch = "resnet18_StoDepth_lineardecay"
     model = models.build_model(arch, 10)
     ckpt = tmp_path / "stodepth.pt"
-    models.save_atomic({"model": model.state_dict(), "arch": arch}, ckpt)
+    models.save_atomic({"model": model.state_dict(), "arch": arch, "classes": DIGITS}, ckpt)
     outs = []
     for seed, name in ((1, "a.zarr"), (2, "b.zarr")):
         torch.manual_seed(seed)  # a different global RNG state for each run
@@ -337,7 +338,8 @@ def test_stochastic_depth_teacher_cache_is_deterministic(train_beton, tmp_path):
 def test_teacher_below_its_minimum_input_is_a_one_line_error(train_beton, tmp_path, capsys):
     torch.manual_seed(0)
     ckpt = tmp_path / "squeeze.pt"
-    models.save_atomic({"model": models.build_model("squeezenet1_1", 10).state_dict()}, ckpt)
+    models.save_atomic({"model": models.build_model("squeezenet1_1", 10).state_dict(),
+                        "classes": DIGITS}, ckpt)
     args = ["precompute-teachers", "--data", train_beton, "--teacher", f"squeezenet1_1={ckpt}",
             "--views", 1, "--out", tmp_path / "c.zarr", "--resolution", 16, "--batch-size", 16,
             "-j", 1]

@@ -29,7 +29,8 @@ def second_ckpt(tmp_path_factory):
 
 def precompute(data, out, ckpts, **options):
     """Run the stage in this process; returns the opened (complete) store."""
-    settings = dict(resolution=RES, batch_size=16, workers=1, **LAYOUT)
+    settings = dict(resolution=RES, batch_size=16, workers=1, allow_unnamed_classes=True,
+                    **LAYOUT)
     settings.update(options)
     run(precompute_config(data, out, [("cnn_small", str(c)) for c in ckpts], **settings))
     return store.open_store(out)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from moto.server import ThreadedMotoServer
 
-from conftest import free_port, pct, run_pct
+from conftest import DIGITS, free_port, pct, run_pct
 from pct_pipeline import store
 from pct_pipeline.errors import PctError
 from pct_pipeline.models import build_model, save_atomic
@@ -174,7 +174,8 @@ def test_a_view_from_s3_reads_the_bytes_of_local_disk(s3_cache):
 def test_evaluate_and_analyze_on_s3_equal_local(capsys, s3, val_beton, teacher_ckpt, tmp_path):
     torch.manual_seed(1)
     new_ckpt = tmp_path / "new.pt"
-    save_atomic({"model": build_model("cnn_small", 10).state_dict(), "arch": "cnn_small"}, new_ckpt)
+    save_atomic({"model": build_model("cnn_small", 10).state_dict(), "arch": "cnn_small",
+                 "classes": DIGITS}, new_ckpt)
     places = {"s3": f"s3://{BUCKET}/preds", "local": str(tmp_path)}
     reports = {}
     for name, root in places.items():

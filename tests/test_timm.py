@@ -278,7 +278,7 @@ def test_timm_teacher_and_student_through_precompute_train_and_evaluate(
     cache, run, common = tmp_path / "cache.zarr", tmp_path / "run", ["--resolution", 32, "-j", 1]
     code, _, err = pct(capsys, "precompute-teachers", "--data", train_beton, "--teacher",
                        f"timm:resnet10t={old}", "--views", 2, "--out", cache, "--store-features",
-                       "--batch-size", 32, *common)
+                       "--batch-size", 32, "--allow-unnamed-classes", *common)
     assert code == 0, err
     teacher = store.open_store(cache, kind="teacher-cache")
     assert teacher.features(0).shape == (120, 512) and teacher.logits(1).shape == (120, 10)
@@ -288,7 +288,7 @@ def test_timm_teacher_and_student_through_precompute_train_and_evaluate(
                        "--arch", "timm:resnet18d", "--teacher-cache", cache, "--kd-loss-mode",
                        "cna", "--bct-loss-weight", 0.5, "--bct-old-model",
                        f"timm:resnet10t={old}", "--epochs", 1, "--batch-size", 16,
-                       "--print-freq", 0, *common)
+                       "--print-freq", 0, "--allow-unnamed-classes", *common)
     assert code == 0, err
     metrics = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert metrics["fd"] > 0 and metrics["bct"] > 0 and np.isfinite(metrics["loss"])
@@ -303,14 +303,16 @@ def test_timm_teacher_and_student_through_precompute_train_and_evaluate(
     code, _, err = pct(capsys, "train", "--data", train_beton, "--val", val_beton, "--out",
                        tmp_path / "online", "--arch", "timm:resnet18d", "--online-teacher",
                        f"timm:resnet10t={old}", "--kd-loss-mode", "kl", "--epochs", 1,
-                       "--max-steps-per-epoch", 2, "--batch-size", 16, "--print-freq", 0, *common)
+                       "--max-steps-per-epoch", 2, "--batch-size", 16, "--print-freq", 0,
+                       "--allow-unnamed-classes", *common)
     assert code == 0, err
     online = json.loads((tmp_path / "online" / "metrics.jsonl").read_text().splitlines()[0])
     assert online["fd"] > 0
 
     for name, ckpt in (("new", run / "checkpoint.pt"), ("old", old)):  # old: arch from its file
         code, out, err = pct(capsys, "evaluate", "--checkpoint", ckpt, "--data", val_beton,
-                             "--out", tmp_path / f"{name}.zarr", "--batch-size", 40, *common)
+                             "--out", tmp_path / f"{name}.zarr", "--batch-size", 40,
+                             "--allow-unnamed-classes", *common)
         assert code == 0 and out.startswith("top1 "), err
     new_pred, old_pred = (store.open_store(tmp_path / f"{name}.zarr", kind="predictions")
                           for name in ("new", "old"))

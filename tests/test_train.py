@@ -9,7 +9,7 @@ import pytest
 import torch
 import zarr
 
-from conftest import forked, free_port
+from conftest import DIGITS, forked, free_port
 from pct_pipeline.models import build_model, save_atomic
 
 RES = 24
@@ -32,7 +32,8 @@ def caches(train_beton, teacher_ckpt, tmp_path_factory, forks):
     root = tmp_path_factory.mktemp("caches")
     torch.manual_seed(1)
     second = root / "teacher2.pt"
-    save_atomic({"model": build_model("cnn_small", 10).state_dict(), "arch": "cnn_small"}, second)
+    save_atomic({"model": build_model("cnn_small", 10).state_dict(), "arch": "cnn_small",
+                 "classes": DIGITS}, second)
     teacher = f"cnn_small={teacher_ckpt}"
     return {
         "fp32": precompute(forks, train_beton, [teacher], root / "fp32.zarr", "--dtype", "float32",
@@ -156,7 +157,8 @@ def test_one_line_errors(train_beton, val_beton, caches, tmp_path, forks):
     one_line_error(forked(forks, *base, "--teacher-cache", broken, "--kd-loss-mode", "kl"), "incomplete", "view 1 shard 0")
     one_line_error(forked(forks, *base, "--teacher-cache", caches["fp16"], "--kd-loss-mode", "cna"), "--store-features")
     wide = tmp_path / "wide.pt"
-    save_atomic({"model": build_model("cnn_wide", 10).state_dict(), "arch": "cnn_wide"}, wide)
+    save_atomic({"model": build_model("cnn_wide", 10).state_dict(), "arch": "cnn_wide",
+                 "classes": DIGITS}, wide)
     one_line_error(forked(forks, *base, "--teacher-cache", caches["fp16"], "--kd-loss-mode", "kl",
                            "--bct-loss-weight", "1", "--bct-old-model", f"cnn_wide={wide}"), "128", "32")
     one_line_error(forked(forks, *base, "--teacher-cache", caches["custom"], "--kd-loss-mode", "kl", "--flip", "0.5"),

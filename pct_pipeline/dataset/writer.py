@@ -136,8 +136,10 @@ CURRENT = "no sample yet"
 
 def _ignore_sigint():
     """In worker processes: Ctrl-C reaches the whole process group, and the main process
-    alone handles it (stopping the workers), so workers print no traceback of their own."""
+    alone handles it (stopping the workers), so workers print no traceback of their own; a
+    SIGTERM (how the main process stops them) ends them at once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _writer_worker(errors, work_fn, *args):

@@ -25,9 +25,9 @@ def _run(cfg, d):
     spec = cfg.eval_view(trained)
     cfg = replace(cfg, resolution=spec.resolution, crop_ratio=spec.crop_ratio)
     val_info = BetonInfo(cfg.data)
+    model, classes = models.load_model(arch, cfg.checkpoint, trust=cfg.trust_checkpoint)
     models.check_classes(cfg.checkpoint, val_info.classes, f"the data {cfg.data}",
                          cfg.allow_unnamed_classes, cfg.trust_checkpoint)
-    model, classes = models.load_model(arch, cfg.checkpoint, trust=cfg.trust_checkpoint)
     if val_info.num_classes > classes:
         raise PctError(f"checkpoint {cfg.checkpoint} has {classes} classes, the data "
                        f"{cfg.data} has {val_info.num_classes}")

@@ -49,6 +49,11 @@ class SmallCNN(nn.Module):
 
     def __init__(self, num_classes=1000, width=16, depth=3, dropout=0.0):
         super().__init__()
+        for name, value in (("width", width), ("depth", depth)):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         layers, c_in = [], 3
         for stage in range(depth):
             c_out = width * 2 ** stage

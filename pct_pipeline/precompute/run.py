@@ -86,9 +86,9 @@ def load_teachers(cfg, info, device):
     names checked against the data's (`info`, a dataset.BetonInfo)."""
     teachers = []
     for arch, path in cfg.teachers:
+        model, _ = models.load_model(arch, path, info.num_classes, trust=cfg.trust_checkpoint)
         models.check_classes(path, info.classes, f"the data {info.path}",
                              cfg.allow_unnamed_classes, cfg.trust_checkpoint)
-        model, _ = models.load_model(arch, path, info.num_classes, trust=cfg.trust_checkpoint)
         if device.type == "cuda":
             model = model.to(device, memory_format=torch.channels_last)
         teachers.append(Teacher(arch, str(path), model.eval()))

@@ -64,6 +64,9 @@ def check_options(cfg, train_info, val_info, num_classes):
                        f"used; add --kd-loss-mode ({', '.join(MODES)})")
     if cfg.loss.bct_loss_weight > 0 and not cfg.bct_old_model:
         raise PctError(f"--bct-loss-weight {cfg.loss.bct_loss_weight} needs --bct-old-model")
+    if train_info.num_classes < 2:
+        raise PctError(f"the training data {train_info.path} has one class: a classifier needs "
+                       f"at least two")
     if cfg.batch_size > train_info.num_samples:
         raise PctError(f"--batch-size {cfg.batch_size} exceeds the {train_info.num_samples} "
                        f"training samples")
