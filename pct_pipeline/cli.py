@@ -66,8 +66,10 @@ def cli():
     analyze negative flips."""
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's stop, `kill`): ends a command as Ctrl-C does."""
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's stop, `kill`): ends a command as Ctrl-C does. A BaseException,
+    as KeyboardInterrupt is, so that no `except Exception` on the way takes it for an error
+    (and click, which turns KeyboardInterrupt into its Abort, lets it through)."""
 
 
 def _terminate(signum, frame):
@@ -86,7 +88,7 @@ def main(argv=None):
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+    except (click.exceptions.Abort, KeyboardInterrupt, Terminated) as exc:
         # An object the interrupt left half-built can fail in __del__ when it is collected (an
         # ffcv EpochIterator stopped inside its __init__ has no memory_context to close); after
         # Ctrl-C or SIGTERM the one line below is all that is printed.

@@ -148,12 +148,15 @@ class CliForks:
 
 
 def snapshot(root, skip=()):
-    """{relative path: sha256} of every file under `root`, except under the `skip` folders."""
+    """{relative path: sha256} of every file under `root`, except the `skip` files and
+    folders (and what is under them)."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if Path(dirpath, d) not in skip]
         for name in filenames:
             path = Path(dirpath, name)
+            if path in skip:
+                continue
             out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
@@ -191,6 +194,8 @@ def save_model(path, arch, num_classes=10, seed=0, edit=None, **extra):
     if edit:
         edit(state)
     extra.setdefault("classes", DIGITS[:num_classes] + [f"c{k}" for k in range(10, num_classes)])
+    if extra["classes"] is None:
+        del extra["classes"]
     save_atomic({"model": state, "arch": arch, "num_classes": num_classes, **extra}, path)
     return path
 
@@ -238,6 +243,67 @@ def corrupt_one_chunk(path):
     return chunk
 
 
+def copy_beton(src, dst, classes=None):
+    """A copy of .beton `src` and its sidecar at `dst`, with other class names if given."""
+    shutil.copy(src, dst)
+    sidecar = json.loads(Path(f"{src}.json").read_text())
+    if classes is not None:
+        sidecar["classes"] = classes
+    Path(f"{dst}.json").write_text(json.dumps(sidecar))
+    return dst
+
+
+def zero_images(src, dst):
+    """A copy of .beton `src` (and its sidecar) whose stored JPEG bytes are all zero: the same
+    sizes, labels and metadata, images that do not decode."""
+    from ffcv.reader import Reader
+
+    from pct_pipeline.dataset.reader import _image_table
+
+    copy_beton(src, dst)
+    _, _, ptrs, sizes = _image_table(Reader(str(src)))
+    data = np.memmap(str(dst), dtype=np.uint8, mode="r+")
+    for ptr, size in zip(ptrs, sizes):
+        data[ptr:ptr + size] = 0
+    data.flush()
+    return dst
+
+
+def one_class_beton(tree, out):
+    """A .beton (written with ffcv's own writer, as another tool would) of the first class
+    folder of `tree` alone: every label 0, one class name."""
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    from pct_pipeline.dataset import load_rgb
+
+    folder = sorted(p for p in Path(tree).iterdir() if p.is_dir())[0]
+    rows = [(load_rgb(p), 0, i) for i, p in enumerate(sorted(folder.iterdir()))]
+    fields = {"image": RGBImageField(write_mode="jpg", max_resolution=32), "label": IntField(),
+              "index": IntField()}
+    DatasetWriter(str(out), fields, num_workers=1).from_indexed_dataset(rows)
+    Path(f"{out}.json").write_text(json.dumps({"classes": [folder.name], "num_classes": 1}))
+    return out
+
+
+def tree_with(tree, path, image, name):
+    """A copy of ImageFolder `tree` at `path` with one more image (a PIL Image) in its first
+    class folder."""
+    shutil.copytree(tree, path)
+    folder = sorted(p for p in Path(path).iterdir() if p.is_dir())[0]
+    image.save(folder / name)
+    return path
+
+
+def store_without(source, path, *objects):
+    """A copy of store `source` at `path` with the objects (keys such as 'logits/c/1/2/0')
+    deleted, as a lost file or object leaves it."""
+    shutil.copytree(source, path)
+    for key in objects:
+        (path / key).unlink()
+    return path
+
+
 def build_world(root, small_tree, train_beton, val_beton, teacher_ckpt):
     """Copies of the session's data and teacher, and every broken variant the cases use."""
     import zarr
@@ -256,6 +322,20 @@ def build_world(root, small_tree, train_beton, val_beton, teacher_ckpt):
     sidecar["classes"] = sidecar["classes"][:3] + [f"other{c}" for c in sidecar["classes"][3:]]
     Path(f"{w.val_shifted}.json").write_text(json.dumps(sidecar))
     w.tree = shutil.copytree(small_tree, d / "tree")  # an ImageFolder: 10 classes x 12 images
+    # the training images and labels, class 0 named otherwise; images that do not decode
+    w.train_renamed = copy_beton(w.train, d / "train_renamed.beton",
+                                 ["zero", *json.loads(Path(f"{w.train}.json").read_text())["classes"][1:]])
+    w.train_zeroed = zero_images(w.train, d / "train_zeroed.beton")
+    w.val_zeroed = zero_images(w.val, d / "val_zeroed.beton")
+    w.one_class = one_class_beton(small_tree, d / "one_class.beton")
+    from PIL import Image
+
+    w.thin_tree = tree_with(small_tree, d / "thin_tree", Image.new("RGB", (3000, 2)), "thin.png")
+    w.bomb_tree = tree_with(small_tree, d / "bomb_tree", Image.new("L", (15000, 12000)), "big.png")
+    w.hot_tree = tree_with(small_tree, d / "hot_tree",
+                           Image.fromarray(np.full((8, 8), 3.5, np.float32)), "hot.tiff")
+    w.one_tree = d / "one_tree"
+    shutil.copytree(sorted(p for p in Path(small_tree).iterdir())[0], w.one_tree / "0")
     # the training labels with the images re-encoded: other images of the same sizes
     w.train_other = d / "train_other.beton"
     write_beton(small_tree, w.train_other, max_resolution=32, jpeg_quality=50, workers=1)
@@ -290,6 +370,8 @@ def build_world(root, small_tree, train_beton, val_beton, teacher_ckpt):
     torch.save(torch.load(w.teacher, weights_only=False)["model"], w.bare_pt)
     w.nan_pt = save_model(d / "nan.pt", "cnn_small",
                           edit=lambda s: s["features.0.weight"].fill_(float("nan")))
+    w.renamed_pt = save_model(d / "renamed.pt", "cnn_small", classes=["zero", *DIGITS[1:]])
+    w.unnamed_pt = save_model(d / "unnamed.pt", "cnn_small", classes=None)
     # stores
     w.cache = precompute_in_process(w.train, d / "cache.zarr", w.teacher)
     w.val_cache = precompute_in_process(w.val, d / "val_cache.zarr", w.teacher)
@@ -314,6 +396,14 @@ def build_world(root, small_tree, train_beton, val_beton, teacher_ckpt):
     w.corrupt = d / "corrupt.zarr"
     shutil.copytree(w.cache, w.corrupt)
     w.corrupt_chunk = corrupt_one_chunk(w.corrupt)
+    # stores whose data is not what their writers recorded
+    w.deleted = store_without(w.cache, d / "deleted.zarr", "logits/c/1/2/0")
+    w.deleted_pred = store_without(w.pred, d / "deleted_pred.zarr", "logits/c/0/1/0")
+    w.no_labels = store_without(w.pred, d / "no_labels.zarr", "labels/c/0")
+    w.no_record = store_without(w.cache, d / "no_record.zarr", "unit_records/c/0/1/0/0")
+    w.swapped = d / "swapped.zarr"  # view 0's first unit holds view 1's bytes
+    shutil.copytree(w.cache, w.swapped)
+    shutil.copy(w.swapped / "logits/c/1/0/0", w.swapped / "logits/c/0/0/0")
     w.corrupt_pred = d / "corrupt_pred.zarr"
     shutil.copytree(w.pred, w.corrupt_pred)
     chunk = next(p for p in sorted((w.corrupt_pred / "logits").rglob("*")) if p.is_file())
@@ -480,6 +570,9 @@ def _fill(folder):
 
 def preserved(case):
     """What the case checks is kept, in words, for the table."""
+    if case.started and case.started.endswith(".zarr"):
+        return ("existing files byte-identical; the new store is incomplete (refused by readers, "
+                "resumed by the same command) beside its lock file")
     if case.started:
         return "existing files byte-identical; the new run folder holds config.json only"
     if case.where == "full" and case.command == "precompute-teachers":
@@ -512,11 +605,20 @@ def run_case(case, world, forks):
         line = assert_one_line(code, err, case.code)
         for part in case.expect(w):
             assert part in line, (part, line)
-        skip = {w.place} | ({w.root / case.started} if case.started else set())
+        skip = {w.place} | ({w.root / case.started, w.root / f".{case.started}.lock"}
+                            if case.started else set())
         assert_unchanged(before, snapshot(w.root, skip=skip))
         if case.after is not None:
             case.after(w, forks)
-    if case.started:
+    if case.started and case.started.endswith(".zarr"):
+        from pct_pipeline import store
+        from pct_pipeline.errors import PctError
+
+        with pytest.raises(PctError, match="incomplete store"):
+            store.open_store(w.root / case.started)
+        shutil.rmtree(w.root / case.started)
+        (w.root / f".{case.started}.lock").unlink()
+    elif case.started:
         started = w.root / case.started
         assert sorted(p.name for p in started.iterdir()) == ["config.json"]
         shutil.rmtree(started)

@@ -47,6 +47,11 @@ CASES = [
     C("analyze", "NEW with a corrupted chunk", lambda w: analyze(w, w.corrupt_pred),
       lambda w: [f"store {w.corrupt_pred}: array 'logits', view 0, rows 0-31: object "
                  f"logits/c/0/0/0 was altered after it was written"]),
+    C("analyze", "NEW with a deleted chunk", lambda w: analyze(w, w.deleted_pred),
+      lambda w: [f"store {w.deleted_pred}: array 'logits', view 0, rows 32-63: object "
+                 f"logits/c/0/1/0 is missing"]),
+    C("analyze", "OLD whose labels chunk is deleted", lambda w: analyze(w, w.pred, old=w.no_labels),
+      lambda w: [f"store {w.no_labels}: array 'labels': object labels/c/0 is missing"]),
     C("analyze", "NEW of another data set", lambda w: analyze(w, w.pred_train),
       lambda w: ["sample counts differ", f"{w.pred} has 80", f"{w.pred_train} has 120"]),
     C("analyze", "NEW with 7 classes", lambda w: analyze(w, w.pred7),

@@ -4,6 +4,18 @@ from faults import (C, NOSPACE, assert_nothing_left, evaluate, case_tests)
 
 
 CASES = [
+    C("evaluate", "--checkpoint of other class names",
+      lambda w: evaluate(w, checkpoint=w.renamed_pt),
+      lambda w: [f"checkpoint {w.renamed_pt} has class 'zero' at label 0 where the data "
+                 f"{w.val} has '0'"]),
+    C("evaluate", "--data whose images do not decode",
+      lambda w: evaluate(w, data=w.val_zeroed),
+      lambda w: ["the image of sample", f"in {w.val_zeroed} does not decode"]),
+    C("evaluate", "--out under a regular file",
+      lambda w: evaluate(w, out=w.existing_file / "p.zarr"),
+      lambda w: [f"cannot write {w.existing_file / 'p.zarr'}", "Not a directory"]),
+    C("evaluate", "--crop-ratio nan", lambda w: evaluate(w, "--crop-ratio", "nan"),
+      lambda w: ["--crop-ratio", "'nan' is not a finite number"]),
     C("evaluate", "--checkpoint missing", lambda w: evaluate(w, checkpoint=w.missing_pt),
       lambda w: ["checkpoint not found", f"{w.missing_pt}"]),
     C("evaluate", "--checkpoint is a folder", lambda w: evaluate(w, checkpoint=w.folder_pt),

@@ -4,6 +4,25 @@ from faults import (C, NOSPACE, assert_store_resumes, precompute, case_tests)
 
 
 CASES = [
+    C("precompute-teachers", "teacher checkpoint of other class names",
+      lambda w: precompute(w, teacher=f"cnn_small={w.renamed_pt}"),
+      lambda w: [f"checkpoint {w.renamed_pt} has class 'zero' at label 0 where the data "
+                 f"{w.train} has '0'"]),
+    C("precompute-teachers", "teacher checkpoint that records no class names",
+      lambda w: precompute(w, teacher=f"cnn_small={w.unnamed_pt}"),
+      lambda w: [f"checkpoint {w.unnamed_pt} records no class names", "--allow-unnamed-classes"]),
+    C("precompute-teachers", "--data whose images do not decode",
+      lambda w: precompute(w, data=w.train_zeroed, out=w.root / "started.zarr"),
+      lambda w: ["the image of sample", f"in {w.train_zeroed} does not decode"],
+      started="started.zarr"),
+    C("precompute-teachers", "--view-seed 100000000000000000000000",
+      lambda w: precompute(w, "--view-seed", 10 ** 23),
+      lambda w: ["--view-seed", "100000000000000000000000 is not in the range"]),
+    C("precompute-teachers", "--flip nan", lambda w: precompute(w, "--flip", "nan"),
+      lambda w: ["--flip", "'nan' is not a finite number"]),
+    C("precompute-teachers", "--out under a regular file",
+      lambda w: precompute(w, out=w.existing_file / "c.zarr"),
+      lambda w: ["output folder does not exist", f"{w.existing_file}"]),
     C("precompute-teachers", "--data missing", lambda w: precompute(w, data=w.missing),
       lambda w: ["dataset file not found", f"{w.missing}"]),
     C("precompute-teachers", "--data is a folder", lambda w: precompute(w, data=w.folder),

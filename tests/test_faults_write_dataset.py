@@ -4,6 +4,20 @@ from faults import (C, NOSPACE, assert_nothing_left, write_dataset, case_tests)
 
 
 CASES = [
+    C("write-dataset", "an image too thin for --max-resolution (3000 x 2 px)",
+      lambda w: write_dataset(w.thin_tree, w.root / "o.beton"),
+      lambda w: [f"cannot store image {w.thin_tree}/0/thin.png", "3000x2 px is too thin",
+                 "--skip-bad"]),
+    C("write-dataset", "a decompression bomb (15000 x 12000 px PNG)",
+      lambda w: write_dataset(w.bomb_tree, w.root / "o.beton"),
+      lambda w: [f"cannot store image {w.bomb_tree}/0/big.png", "180000000 pixels"]),
+    C("write-dataset", "float pixels outside 0-1 (a TIFF of 3.5)",
+      lambda w: write_dataset(w.hot_tree, w.root / "o.beton"),
+      lambda w: [f"cannot store image {w.hot_tree}/0/hot.tiff",
+                 "float pixels from 3.5 to 3.5: only the range 0-1 is known"]),
+    C("write-dataset", "one class folder",
+      lambda w: write_dataset(w.one_tree, w.root / "o.beton"),
+      lambda w: [f"{w.one_tree} holds one class folder (0)", "at least two"]),
     C("write-dataset", "source folder missing",
       lambda w: write_dataset(w.root / "no_such_folder", w.root / "o.beton"),
       lambda w: ["dataset folder not found", f"{w.root / 'no_such_folder'}"]),

@@ -5,6 +5,8 @@
 - train stopped by SIGKILL and by SIGINT after its first checkpoint: the checkpoint is whole,
   and resuming from it ends with exactly the parameters of an uninterrupted run (CPU);
 - write-dataset stopped by SIGKILL and by SIGINT while writing: nothing under the final name;
+- SIGTERM (a scheduler's stop) ends train and write-dataset like SIGINT, with `pct: terminated`
+  and exit 143;
 
 Other files already cover: precompute SIGKILL + resume and a second writer refused by the lock
 (test_cli_precompute.py), 2-rank precompute, train resume exactness (test_train.py), 4 ranks on
@@ -113,16 +115,22 @@ def straight(train_beton, val_beton, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+SIGNALS = [signal.SIGKILL, signal.SIGINT, signal.SIGTERM]
+# what each signal ends `pct` with: the exit status and the one line on stderr
+ENDINGS = {signal.SIGKILL: (-9, None), signal.SIGINT: (130, "pct: interrupted"),
+           signal.SIGTERM: (143, "pct: terminated")}
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=["SIGKILL", "SIGINT", "SIGTERM"])
 def test_train_interrupted_resumes_to_identical_parameters(sig, train_beton, val_beton, straight,
                                                            tmp_path):
     run = tmp_path / "run"
     proc = start(tmp_path, "run", *train_args(train_beton, val_beton, run))
     wait_until(proc, lambda: checkpoint_epoch(run / "checkpoint.pt") is not None)
-    code = interrupt(proc, sig)
-    assert code == (-9 if sig == signal.SIGKILL else 130)
-    if sig == signal.SIGINT:
-        assert one_line(tmp_path, "run") == "pct: interrupted"
+    code, line = ENDINGS[sig]
+    assert interrupt(proc, sig) == code
+    if line is not None:
+        assert one_line(tmp_path, "run") == line
         assert not [p.name for p in run.iterdir() if ".tmp-" in p.name]
     epoch = checkpoint_epoch(run / "checkpoint.pt")  # whole, whenever the signal came
     assert 1 <= epoch < 4
@@ -146,7 +154,7 @@ def partial_bytes(folder):
     return 0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize("sig", SIGNALS, ids=["SIGKILL", "SIGINT", "SIGTERM"])
 def test_write_dataset_interrupted_leaves_no_file_under_the_final_name(sig, digits_tree,
                                                                        tmp_path):
     out = tmp_path / "train.beton"
@@ -155,11 +163,11 @@ def test_write_dataset_interrupted_leaves_no_file_under_the_final_name(sig, digi
     # Past the first page the worker wrote (signals that arrive while the main process forks
     # its workers are lost in Python's fork hooks), and before the last.
     wait_until(proc, lambda: partial_bytes(tmp_path) > 2**20)
-    code = interrupt(proc, sig)
-    assert code == (-9 if sig == signal.SIGKILL else 130)
+    code, line = ENDINGS[sig]
+    assert interrupt(proc, sig) == code
     assert not out.exists() and not Path(f"{out}.json").exists()
-    if sig == signal.SIGINT:
-        assert one_line(tmp_path, "run") == "pct: interrupted"
+    if line is not None:
+        assert one_line(tmp_path, "run") == line
         assert sorted(p.name for p in tmp_path.iterdir()) == ["run.err", "run.out"]
 
 

@@ -67,7 +67,7 @@ class ViewDecoder(ResizedCropRGBImageDecoder):
                                         0, 0, 1, 1, False, False)
                     if status != 0:
                         bad = np.full(1, source_ix, np.int64)
-                        copy_bytes(failed_addr, bad.ctypes.data, 8)
+                        copy_bytes(bad.ctypes.data, failed_addr, 8)  # (source, target)
                     temp_buffer = temp_buffer.reshape(-1)[:3 * height * width]
                     temp_buffer = temp_buffer.reshape(height, width, 3)
                 else:
