@@ -143,7 +143,8 @@ def fidelity_rows(names, teacher, students, labels):
         for name in names:
             for mode, t in settings(codec_for(name, 1.0)):
                 codec = codec_for(name, t or 1.0)
-                measured = fidelity.measure(codec, teacher, student, mode, t or 1.0, labels)
+                measured = fidelity.measure(codec, teacher, student,
+                                            fidelity.Setting(mode, t or 1.0), labels)
                 key = f"{mode}@{t:g}" if t else mode
                 out[student_name].setdefault(name.replace("{T}", "T"), {})[key] = measured
     return out

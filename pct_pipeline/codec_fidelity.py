@@ -9,6 +9,8 @@ averaged over `draws` independent draws per row (to check that the average conve
 Results are plain dicts of floats. `record` gives the `fidelity` attribute that
 precompute-teachers stores in a compact cache (measured on the cache's reference rows).
 """
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -29,65 +31,75 @@ def perturbed(logits, std, seed=0):
     return (np.asarray(logits, np.float64) + noise).astype(np.float32)
 
 
-def distances(mode, student, teacher, temperature=1.0, labels=None, li_p=2.0, li_margin=0.5):
-    """d_i of kd `mode` from dense teacher logits: float32 [n] (tensor inputs [n, C])."""
-    if mode == "kl":
-        return kl_distill(student, teacher, temperature)
-    if mode == "l2":
+@dataclass(frozen=True)
+class Setting:
+    """A distillation loss setting measured: kd `mode` (kl, l2, li), the kl `temperature`, and
+    li's exponent `li_p` and `li_margin` (the defaults of `pct train`)."""
+
+    mode: str = "kl"
+    temperature: float = 1.0
+    li_p: float = LI_DEFAULTS["p"]
+    li_margin: float = LI_DEFAULTS["margin"]
+
+
+def distances(setting, student, teacher, labels=None):
+    """d_i of `setting` from dense teacher logits: float32 [n] (tensor inputs [n, C])."""
+    if setting.mode == "kl":
+        return kl_distill(student, teacher, setting.temperature)
+    if setting.mode == "l2":
         return l2_distill(student, teacher)
-    if mode == "li":
+    if setting.mode == "li":
         if labels is None:
             raise PctError("kd loss mode li needs labels (their class is excluded)")
-        return ldi(student, teacher, labels, p=li_p, margin=li_margin)
-    raise PctError(f"fidelity measures kd loss modes kl, l2 and li, not {mode!r}")
+        return ldi(student, teacher, labels, p=setting.li_p, margin=setting.li_margin)
+    raise PctError(f"fidelity measures kd loss modes kl, l2 and li, not {setting.mode!r}")
 
 
-def _loss_and_grad(codec, encoded, student, mode, temperature, labels, li):
-    """(d float32 [m], dd/ds float32 [m, C]) from the codec's encoded rows (numpy)."""
+def _loss_and_grad(codec, encoded, student, setting, labels):
+    """(d float32 [m], dd/ds float32 [m, C]) from the codec's encoded rows (numpy); codec None:
+    `encoded` is the exact teacher logits."""
     s = torch.from_numpy(np.array(student, np.float32)).requires_grad_(True)
     if codec is None or codec.dense:
         teacher = encoded if codec is None else codec.decode(encoded, student.shape[1])
         teacher = np.ascontiguousarray(teacher, np.float32)
-        d = distances(mode, s, torch.from_numpy(teacher), temperature, labels, *li)
+        d = distances(setting, s, torch.from_numpy(teacher), labels)
     else:
-        d = codec.kl_loss(s, {k: torch.from_numpy(v) for k, v in encoded.items()}, temperature)
+        d = codec.kl_loss(s, {k: torch.from_numpy(v) for k, v in encoded.items()},
+                          setting.temperature)
     d.sum().backward()  # d_i depends on row i only: the gradient rows are per sample
     return d.detach().numpy(), s.grad.numpy()
 
 
-def codec_loss_and_grad(codec, exact, student, mode, temperature=1.0, labels=None, draws=1,
-                        seed=0, li_p=2.0, li_margin=0.5):
+def _labels(labels):
+    return None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
+
+
+def codec_loss_and_grad(codec, exact, student, setting, labels=None, draws=1, seed=0):
     """(d float32 [n], g float32 [n, C]) of `codec`'s targets for exact teacher logits [n, C].
 
     Sampled codecs: averaged over `draws` independent draws per row (row i's draw j uses row
     id j*n + i in view `seed`); dense codecs are deterministic and ignore draws.
     """
-    codec.require(mode, temperature)
-    labels_t = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
+    codec.require(setting.mode, setting.temperature)
     n, c = exact.shape
     if codec.dense or draws == 1:
         encoded = codec.encode(exact, np.arange(n), view=seed)
-        return _loss_and_grad(codec, encoded, student, mode, temperature, labels_t,
-                              (li_p, li_margin))
+        return _loss_and_grad(codec, encoded, student, setting, _labels(labels))
     d, g = np.zeros(n, np.float64), np.zeros((n, c), np.float64)
     per_pass = max(1, MAX_ELEMENTS // max(1, n * c))
     for first in range(0, draws, per_pass):
         count = min(per_pass, draws - first)
         ids = (first + np.arange(count))[:, None] * n + np.arange(n)[None, :]
         encoded = codec.encode(np.tile(exact, (count, 1)), ids.ravel(), view=seed)
-        dj, gj = _loss_and_grad(codec, encoded, np.tile(student, (count, 1)), mode,
-                                temperature, None, (li_p, li_margin))
+        dj, gj = _loss_and_grad(codec, encoded, np.tile(student, (count, 1)), setting, None)
         d += dj.reshape(count, n).sum(axis=0)
         g += gj.reshape(count, n, c).sum(axis=0)
     return (d / draws).astype(np.float32), (g / draws).astype(np.float32)
 
 
-def exact_loss_and_grad(exact, student, mode, temperature=1.0, labels=None, li_p=2.0,
-                        li_margin=0.5):
+def exact_loss_and_grad(exact, student, setting, labels=None):
     """(d float32 [n], g float32 [n, C]) from the exact teacher logits."""
-    labels_t = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
-    return _loss_and_grad(None, np.asarray(exact, np.float32), student, mode, temperature,
-                          labels_t, (li_p, li_margin))
+    return _loss_and_grad(None, np.asarray(exact, np.float32), student, setting, _labels(labels))
 
 
 def _cosine(a, b):
@@ -139,10 +151,12 @@ def top1_agreement(codec, encoded, exact):
     return float((top == exact.argmax(axis=1)).mean()) if n else None
 
 
-def _result(codec, mode, temperature, draws, d, g, d_exact, g_exact, top1):
+def _result(codec, setting, draws, ours, exact, top1):
+    """The `measure` dict of (d, g) `ours` against (d, g) `exact` of the same rows."""
+    (d, g), (d_exact, g_exact) = ours, exact
     rel = _relative(np.abs(d.astype(np.float64) - d_exact), np.abs(d_exact))
-    return {"codec": codec.name, "mode": mode,
-            "temperature": temperature if mode == "kl" else None,
+    return {"codec": codec.name, "mode": setting.mode,
+            "temperature": setting.temperature if setting.mode == "kl" else None,
             "rows": int(len(d)), "draws": draws if not codec.dense else 1,
             "loss_rel_error": _quantiles(rel, median=0.5, p95=0.95),
             "batch_loss_rel_error": float(_relative(abs(d.sum(dtype=np.float64) - d_exact.sum(
@@ -160,19 +174,14 @@ def _pair(exact, student):
     return exact, student
 
 
-def measure_encoded(codec, encoded, exact, student, mode="kl", temperature=1.0, labels=None,
-                    li_p=2.0, li_margin=0.5):
+def measure_encoded(codec, encoded, exact, student, setting=Setting(), labels=None):
     """`measure` of rows already encoded (e.g. read from a compact cache): encoded
     {array name: [n, width]} against the exact teacher logits [n, C] of the same rows."""
     exact, student = _pair(exact, student)
-    codec.require(mode, temperature)
-    labels_t = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
+    codec.require(setting.mode, setting.temperature)
     encoded = {name: np.asarray(encoded[name]) for name in codec.arrays(exact.shape[1])}
-    d, g = _loss_and_grad(codec, encoded, student, mode, temperature, labels_t,
-                          (li_p, li_margin))
-    d_exact, g_exact = exact_loss_and_grad(exact, student, mode, temperature, labels, li_p,
-                                           li_margin)
-    return _result(codec, mode, temperature, 1, d, g, d_exact, g_exact,
+    ours = _loss_and_grad(codec, encoded, student, setting, _labels(labels))
+    return _result(codec, setting, 1, ours, exact_loss_and_grad(exact, student, setting, labels),
                    top1_agreement(codec, encoded, exact))
 
 
@@ -182,18 +191,17 @@ def setting_key(mode, temperature=None):
 
 
 def served_settings(codec, temperatures=RECORDED_TEMPERATURES):
-    """[(mode, temperature)] measured for `codec`: kl at each temperature, l2 and li for
-    dense codecs; a sampled codec serves kl at its own temperature only."""
+    """[Setting] measured for `codec`: kl at each temperature, l2 and li for dense codecs; a
+    sampled codec serves kl at its own temperature only."""
     if not codec.dense:
-        return [("kl", codec.temperature)]
-    return [("kl", float(t)) for t in temperatures] + [("l2", None), ("li", None)]
+        return [Setting("kl", codec.temperature)]
+    return [Setting("kl", float(t)) for t in temperatures] + [Setting("l2"), Setting("li")]
 
 
-def against_stand_in(codec, encoded, exact, labels, mode, temperature=1.0,
-                     li_p=LI_DEFAULTS["p"], li_margin=LI_DEFAULTS["margin"]):
+def against_stand_in(codec, encoded, exact, labels, setting):
     """`measure_encoded` against the stand-in student exact + N(0, STUDENT_NOISE^2)."""
-    return measure_encoded(codec, encoded, exact, perturbed(exact, STUDENT_NOISE), mode,
-                           temperature, labels, li_p, li_margin)
+    return measure_encoded(codec, encoded, exact, perturbed(exact, STUDENT_NOISE), setting,
+                           labels)
 
 
 def record(codec, exact, labels, temperatures=RECORDED_TEMPERATURES, encoded=None):
@@ -204,8 +212,8 @@ def record(codec, exact, labels, temperatures=RECORDED_TEMPERATURES, encoded=Non
     exact = np.asarray(exact, np.float32)
     if encoded is None:
         encoded = codec.encode(exact, np.arange(len(exact)))
-    out = {setting_key(mode, t): against_stand_in(codec, encoded, exact, labels, mode, t or 1.0)
-           for mode, t in served_settings(codec, temperatures)}
+    out = {setting_key(s.mode, s.temperature): against_stand_in(codec, encoded, exact, labels, s)
+           for s in served_settings(codec, temperatures)}
     return json_safe({"codec": codec.name, "rows": int(len(exact)), "li": dict(LI_DEFAULTS),
                        "student": f"exact teacher logits + N(0, {STUDENT_NOISE:g}) noise",
                        "settings": out})
@@ -219,9 +227,9 @@ def json_safe(value):
     return value
 
 
-def measure(codec, exact, student, mode="kl", temperature=1.0, labels=None, draws=1, seed=0,
-            li_p=2.0, li_margin=0.5):
-    """Fidelity of `codec` for kd `mode` on rows of exact teacher logits, as a plain dict.
+def measure(codec, exact, student, setting=Setting(), labels=None, draws=1, seed=0):
+    """Fidelity of `codec` for the loss `setting` (a Setting) on rows of exact teacher logits,
+    as a plain dict.
 
     exact, student: float32 [n, C]; labels: int64 [n] (needed for li). Reports the per-sample
     loss relative error |d - d_exact| / d_exact (median, p95), the relative error of the batch
@@ -229,11 +237,9 @@ def measure(codec, exact, student, mode="kl", temperature=1.0, labels=None, draw
     averages a sampled codec's loss and gradient over that many independent draws.
     """
     exact, student = _pair(exact, student)
-    d, g = codec_loss_and_grad(codec, exact, student, mode, temperature, labels, draws, seed,
-                               li_p, li_margin)
-    d_exact, g_exact = exact_loss_and_grad(exact, student, mode, temperature, labels, li_p,
-                                           li_margin)
-    return _result(codec, mode, temperature, draws, d, g, d_exact, g_exact,
+    ours = codec_loss_and_grad(codec, exact, student, setting, labels, draws, seed)
+    return _result(codec, setting, draws, ours,
+                   exact_loss_and_grad(exact, student, setting, labels),
                    top1_agreement(codec, codec.encode(exact, view=seed), exact))
 
 

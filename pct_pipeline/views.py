@@ -217,7 +217,9 @@ def params(view_seed, view, index, height, width, scale_lo, scale_hi, ratio_lo, 
     crop clipped to the ratio range) with its random draws replaced by a hash of the key; the
     image is mirrored with probability `flip_p` (0: never). The box does not depend on
     `flip_p`, so caches that differ only in it crop the same pixels.
-    Returns (top, left, crop_height, crop_width, flip) as int64.
+    Returns (top, left, crop_height, crop_width, flip) as int64. Its ten scalar parameters
+    are a ViewSpec's fields spelled out: the FFCV decoder calls it compiled, per image, where
+    numba takes numbers and not the dataclass.
     """
     key = splitmix64(splitmix64(splitmix64(np.uint64(view_seed)) ^ np.uint64(view)) ^ np.uint64(index))
     flip = np.int64(1) if _uniform(key, 100) < flip_p else np.int64(0)

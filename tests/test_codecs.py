@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pct_pipeline import codec_fidelity as fidelity
+from pct_pipeline.codec_fidelity import Setting
 from pct_pipeline.store import codecs
 from pct_pipeline.errors import PctError
 
@@ -212,7 +213,8 @@ def test_sample_refuses_what_it_cannot_serve():
     with pytest.raises(PctError, match="do not decode"):
         codec.decode(encoded, 30)
     with pytest.raises(PctError, match="sampled classes"):
-        fidelity.measure(codec, realistic(2, 30), realistic(2, 30, 1), "li", labels=[0, 1])
+        fidelity.measure(codec, realistic(2, 30), realistic(2, 30, 1), Setting("li"),
+                         labels=[0, 1])
 
 
 def test_sample_kl_loss_and_gradient_by_hand():
@@ -245,11 +247,13 @@ def imagenet_like():
                                                ("l2", 1.0), ("li", 1.0)])
 def test_int8_gradient_matches_the_exact_one(imagenet_like, mode, temperature):
     teacher, student, labels = imagenet_like
-    measured = fidelity.measure(codecs.Int8(), teacher, student, mode, temperature, labels)
+    measured = fidelity.measure(codecs.Int8(), teacher, student, Setting(mode, temperature),
+                                labels)
     cosine = measured["gradient"]["cosine"]
     assert cosine["p5"] >= 0.999 and measured["gradient"]["batch"]["cosine"] >= 0.999
     assert measured["loss_rel_error"]["p95"] <= 0.05
-    exact16 = fidelity.measure(codecs.Float16(), teacher, student, mode, temperature, labels)
+    exact16 = fidelity.measure(codecs.Float16(), teacher, student, Setting(mode, temperature),
+                               labels)
     assert exact16["gradient"]["cosine"]["p5"] >= 0.9999
     assert exact16["top1_agreement"] == 1.0
 
@@ -257,7 +261,7 @@ def test_int8_gradient_matches_the_exact_one(imagenet_like, mode, temperature):
 def test_li_fidelity_needs_labels(imagenet_like):
     teacher, student, _ = imagenet_like
     with pytest.raises(PctError, match="needs labels"):
-        fidelity.measure(codecs.Int8(), teacher, student, "li")
+        fidelity.measure(codecs.Int8(), teacher, student, Setting("li"))
 
 
 def test_sampled_gradient_converges_to_the_exact_one():
@@ -268,12 +272,12 @@ def test_sampled_gradient_converges_to_the_exact_one():
     teacher = realistic(16, classes, seed=21)
     student = fidelity.perturbed(teacher, 1.0, seed=22)
     codec = codecs.Sample(k, temperature)
-    _, g_exact = fidelity.exact_loss_and_grad(teacher, student, "kl", temperature)
+    _, g_exact = fidelity.exact_loss_and_grad(teacher, student, Setting("kl", temperature))
     p = softmax64(teacher, temperature)
     noise_per_draw = (temperature ** 2 * (1 - (p ** 2).sum(axis=1)) / k).sum()
     errors = {}
     for draws in (100, 2000):
-        _, g = fidelity.codec_loss_and_grad(codec, teacher, student, "kl", temperature,
+        _, g = fidelity.codec_loss_and_grad(codec, teacher, student, Setting("kl", temperature),
                                             draws=draws, seed=draws)
         errors[draws] = np.linalg.norm(g - g_exact)
         predicted = np.sqrt(noise_per_draw / draws)
@@ -292,7 +296,7 @@ def test_sampled_loss_value_is_unbiased():
     d = codec.kl_loss(torch.from_numpy(np.tile(student, (draws, 1))),
                       {n: torch.from_numpy(v) for n, v in encoded.items()}, temperature)
     d = d.numpy().reshape(draws, 16)
-    d_exact, _ = fidelity.exact_loss_and_grad(teacher, student, "kl", temperature)
+    d_exact, _ = fidelity.exact_loss_and_grad(teacher, student, Setting("kl", temperature))
     standard_error = d.std(axis=0) / np.sqrt(draws)
     assert np.all(np.abs(d.mean(axis=0) - d_exact) <= 5 * standard_error)
 
@@ -303,8 +307,8 @@ def test_topk_gradient_is_biased_at_high_temperature(imagenet_like):
     depends on every logit, which the tied remainder discards."""
     teacher, student, labels = imagenet_like
     codec = codecs.TopK(10)
-    cold = fidelity.measure(codec, teacher, student, "kl", 1.0)
-    hot = fidelity.measure(codec, teacher, student, "kl", 100.0)
+    cold = fidelity.measure(codec, teacher, student, Setting("kl", 1.0))
+    hot = fidelity.measure(codec, teacher, student, Setting("kl", 100.0))
     assert cold["gradient"]["batch"]["cosine"] >= 0.95
     assert hot["gradient"]["batch"]["cosine"] <= 0.8
     assert hot["gradient"]["rel_error"]["median"] >= 0.5

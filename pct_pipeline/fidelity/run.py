@@ -43,8 +43,9 @@ def run(cfg):
         temperatures = (None,)
     results = {}
     for t in temperatures:
+        setting = codec_fidelity.Setting(cfg.mode, t or 1.0, cfg.li_p, cfg.li_margin)
         results[codec_fidelity.setting_key(cfg.mode, t)] = codec_fidelity.measure_encoded(
-            codec, stored, exact, student, cfg.mode, t or 1.0, labels, cfg.li_p, cfg.li_margin)
+            codec, stored, exact, student, setting, labels)
     report = {"cache": str(cfg.cache), "codec": codec.name, "rows": int(len(rows)),
               "reference": reference, "student": who, "mode": cfg.mode,
               "li": {"p": cfg.li_p, "margin": cfg.li_margin} if cfg.mode == "li" else None,

@@ -80,8 +80,9 @@ def fidelity_warning(cache, loss):
         if "reference_logits" not in cache.group:
             return None
         rows, exact, stored = cache.reference()
-        entry = codec_fidelity.against_stand_in(codec, stored, exact, cache.labels[rows], loss.mode,
-                                          loss.kd_temperature, loss.li_p, loss.li_margin)
+        setting = codec_fidelity.Setting(loss.mode, loss.kd_temperature, loss.li_p,
+                                         loss.li_margin)
+        entry = codec_fidelity.against_stand_in(codec, stored, exact, cache.labels[rows], setting)
     cosine = entry["gradient"]["cosine"]["median"]
     if cosine is None or cosine >= MIN_COSINE:
         return None
