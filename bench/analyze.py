@@ -17,7 +17,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import click
 import numpy as np
 
 from pct_pipeline.analyze.config import AnalyzeConfig
@@ -57,9 +59,15 @@ def timed(fn, repeats):
     return best[0], float(np.median([w for w, _ in runs])), best[1], [w for w, _ in runs]
 
 
-def main(argv=None):
-    args = common.parser(__doc__, samples=50_000, classes=1_000, models=3, bootstrap=1_000,
-                         repeats=3).parse_args(argv)
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--samples", default=50_000, show_default=True)
+@click.option("--classes", default=1_000, show_default=True)
+@click.option("--models", default=3, show_default=True)
+@click.option("--bootstrap", default=1_000, show_default=True)
+@click.option("--repeats", default=3, show_default=True)
+@click.option("--json", default=None, help="Also write the result dict here.")
+def main(**options):
+    args = SimpleNamespace(**options)
     with tempfile.TemporaryDirectory() as tmp:
         labels = np.random.default_rng(0).integers(0, args.classes, args.samples)
         paths = [write_model(Path(tmp) / f"model{i}.zarr", labels, args.classes, seed=i + 1)

@@ -22,7 +22,9 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
+import click
 import numpy as np
 import torch
 
@@ -105,8 +107,12 @@ def interleaved(sides, repeats):
     return out
 
 
-def main(argv=None):
-    args = common.parser(__doc__, repeats=30, calls=200).parse_args(argv)
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--repeats", default=30, show_default=True)
+@click.option("--calls", default=200, show_default=True)
+@click.option("--json", default=None, help="Also write the result dict here.")
+def main(**options):
+    args = SimpleNamespace(**options)
     from pct_pipeline import allocator
 
     allocator.keep_freed_memory()  # as every pct command does

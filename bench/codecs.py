@@ -32,7 +32,9 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import click
 import numpy as np
 import torch
 
@@ -202,13 +204,15 @@ def describe(teacher, model_student, labels, scale):
             "model_student_accuracy": float((model_student.argmax(axis=1) == labels).mean())}
 
 
-def main(argv=None):
-    # rows: rows timed per encode/decode
-    parser = common.parser(__doc__, classes=1000, rows=20_000, repeats=3)
-    parser.add_argument("--quick", action="store_true",
-                        help="a few seconds: 2,000 rows, 1 repeat, 128 fidelity rows, 4 codecs, "
-                             "the close student only")
-    args = parser.parse_args(argv)
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--classes", default=1000, show_default=True)
+@click.option("--rows", default=20_000, show_default=True, help="Rows timed per encode/decode.")
+@click.option("--repeats", default=3, show_default=True)
+@click.option("--quick", is_flag=True, help="A few seconds: 2,000 rows, 1 repeat, 128 fidelity "
+              "rows, 4 codecs, the close student only.")
+@click.option("--json", default=None, help="Also write the result dict here.")
+def main(**options):
+    args = SimpleNamespace(**options)
     if args.quick:
         args.rows, args.repeats = 2_000, 1
     names = ("float16", "int8", "topk:10", "sample:20@{T}") if args.quick else CODECS

@@ -1,4 +1,4 @@
-"""What the benchmarks share: their command line, a synthetic ImageNet-like ImageFolder, spread
+"""What the benchmarks share: a synthetic ImageNet-like ImageFolder, spread
 statistics, ratio checks against the §Performance bars, and a description of the machine.
 
 A figure is {"median", "min", "max", "values"} over repeats. A check is a measured value against
@@ -6,7 +6,6 @@ a bar: {"name", "value", "bar", "pass", "spread"}, where `spread` is [min, max] 
 quantity computed per repeat (A and B of one repeat ran back to back); a ratio's value is the
 median of its per-repeat ratios.
 """
-import argparse
 import os
 import platform
 import statistics
@@ -20,18 +19,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 VERSIONED = ("torch", "torchvision", "ffcv", "zarr", "numpy", "numba", "numcodecs", "pillow",
              "opencv-python")
-
-
-def parser(doc, **defaults):
-    """The argument parser of a benchmark script: its docstring's first line as description,
-    `--NAME` for each keyword (underscores become dashes; the type is the default's, str for
-    None) and `--json OUT` (also write the result dict there). Scripts add their own extras."""
-    out = argparse.ArgumentParser(description=doc.split("\n\n")[0].splitlines()[0])
-    for name, default in defaults.items():
-        kind = str if default is None else type(default)
-        out.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
-    out.add_argument("--json", help="also write the result dict here")
-    return out
 
 
 def _synthetic_jpeg(job):

@@ -20,7 +20,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import click
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -83,10 +85,18 @@ def measure(tree, beton, images, args):
     return first, rates
 
 
-def main(argv=None):
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--images", default=2048, show_default=True)
+@click.option("--size", default=160, show_default=True)
+@click.option("--classes", default=100, show_default=True)
+@click.option("--resolution", default=128, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--workers", default=2, show_default=True)
+@click.option("--repeats", default=6, show_default=True)
+@click.option("--json", default=None, help="Also write the result dict here.")
+def main(**options):
     # size: the mean source image side, px
-    args = common.parser(__doc__, images=2048, size=160, classes=100, resolution=128,
-                         batch_size=64, workers=2, repeats=6).parse_args(argv)
+    args = SimpleNamespace(**options)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         tree, beton = common.synthetic_beton(tmp, args.images, args.size, args.classes,

@@ -16,7 +16,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import click
 import numpy as np
 import torch
 
@@ -85,9 +87,16 @@ def timed(fn, *args):
     return time.perf_counter() - start
 
 
-def main(argv=None):
-    args = common.parser(__doc__, data=None, arch="resnet18", resolution=64, repeats=4,
-                         batch_size=128, workers=2).parse_args(argv)
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--data", default=None)
+@click.option("--arch", default="resnet18", show_default=True)
+@click.option("--resolution", default=64, show_default=True)
+@click.option("--repeats", default=4, show_default=True)
+@click.option("--batch-size", default=128, show_default=True)
+@click.option("--workers", default=2, show_default=True)
+@click.option("--json", default=None, help="Also write the result dict here.")
+def main(**options):
+    args = SimpleNamespace(**options)
     with tempfile.TemporaryDirectory() as tmp:
         job, loader, n = setup(args, Path(tmp))
         inference_pass(job, loader, 0)  # warm-up: numba JIT of the loader, allocator, caches

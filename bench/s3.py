@@ -21,6 +21,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+import click
 
 
 BENCH = Path(__file__).resolve().parent
@@ -73,8 +76,13 @@ def prefetch(location, order):
     return time.perf_counter() - start, store.BYTES_READ.total - before
 
 
-def main(argv=None):
-    args = common.parser(__doc__, samples=20_000, classes=1_000, repeats=5).parse_args(argv)
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--samples", default=20_000, show_default=True)
+@click.option("--classes", default=1_000, show_default=True)
+@click.option("--repeats", default=5, show_default=True)
+@click.option("--json", default=None, help="Also write the result dict here.")
+def main(**options):
+    args = SimpleNamespace(**options)
     server = start_server(free_port())
     try:
         with tempfile.TemporaryDirectory() as tmp:
