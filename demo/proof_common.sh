@@ -13,7 +13,7 @@
 PCT=${PCT:-.venv/bin/pct}
 PY=${PY:-.venv/bin/python}
 WORKERS=${WORKERS:-2}
-EPOCHS=${EPOCHS:-8}
+EPOCHS=${EPOCHS:-6}
 OLD_EPOCHS=${OLD_EPOCHS:-2}
 NEW_WIDTH=${NEW_WIDTH:-32}
 VIEWS="--resolution 28 --scale 0.73 1 --ratio 1 1 --flip 0.5"
