@@ -72,13 +72,13 @@ for seed in $SEEDS; do
 done
 
 first=${SEEDS%% *}
-step "5/6 pct analyze: old vs the seed-$first models (all seeds: $OUT/report.{txt,json,png})"
+step "5/6 pct analyze: old vs the seed-$first models, their flips in $OUT/flips.png (all seeds: $OUT/report.{txt,json,png})"
 preds=()
 for method in ce fd ldi; do for seed in $SEEDS; do preds+=("$OUT/new_${method}_s$seed/predictions.zarr"); done; done
 $PCT analyze "$OUT/old.zarr" "${preds[@]}" --json "$OUT/report.json" --plot "$OUT/report.png" --overwrite \
   > "$OUT/report.txt"
 $PCT analyze "$OUT/old.zarr" "$OUT/new_ce_s$first/predictions.zarr" "$OUT/new_fd_s$first/predictions.zarr" \
-  "$OUT/new_ldi_s$first/predictions.zarr"
+  "$OUT/new_ldi_s$first/predictions.zarr" --images "$OUT/val.beton" --gallery "$OUT/flips.png" --overwrite
 
 step "6/6 pooled over seeds $SEEDS, with paired bootstraps against plain CE"
 $PY demo/summarize.py "$OUT" --seeds $SEEDS --plot "$OUT/summary.png"
