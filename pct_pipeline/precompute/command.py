@@ -8,31 +8,26 @@ from .config import DTYPES, PrecomputeConfig as C
 
 
 class CodecName(click.ParamType):
-    """A --codec value read into its codec (store.codecs.parse): parsed once, here."""
+    """A --codec value checked by store.codecs.parse and kept as its canonical name
+    ("sample:32@4.0" -> "sample:32@4"): the command (and --print-config) sees a name, the
+    config its codec."""
 
     name = "codec"
 
     def convert(self, value, param, ctx):
         from ..store.codecs import parse
 
-        if not isinstance(value, str):
-            return value
         try:
-            return parse(value)
+            return parse(value).name
         except PctError as exc:
             self.fail(str(exc), param, ctx)
-
-
-def parse_teachers(ctx, param, values):
-    """('ARCH=CKPT', ...) -> ((arch, ckpt), ...)."""
-    return tuple(parse_arch_path(value, "--teacher") for value in values)
 
 
 @click.command("precompute-teachers")
 @click.option("--data", required=True, type=click.Path(), help="Training .beton (or the "
               "validation .beton with --eval-view), from `pct write-dataset`.")
-@click.option("--teacher", "teachers", multiple=True, required=True, callback=parse_teachers,
-              metavar="ARCH=CKPT", help="Old model: its architecture (`pct models` lists them) "
+@click.option("--teacher", "teachers", multiple=True, required=True, metavar="ARCH=CKPT",
+              help="Old model: its architecture (`pct models` lists them) "
               "and checkpoint; split at the first '='. Repeat for an ensemble (mean of logits).")
 @click.option("--trust-checkpoint", is_flag=True, help="Unpickle the --teacher files fully "
               "instead of reading them as data: this runs whatever code a file holds. Only for "
@@ -78,8 +73,11 @@ def precompute_teachers(**options):
     """Run the old model(s) once over V deterministic views of a dataset and store their logits
     (Zarr, §Store). Resumable; runs as one process or under torchrun (each rank owns whole
     shards; the result does not depend on the number of processes)."""
+    from ..store.codecs import parse
     from .run import run
 
+    options["teachers"] = tuple(parse_arch_path(v, "--teacher") for v in options["teachers"])
+    options["codec"] = parse(options["codec"])
     eval_view, crop_ratio = options.pop("eval_view"), options.pop("crop_ratio")
     spec = ViewSpec(eval_view=eval_view, crop_ratio=crop_ratio, **given_views(options))
     views = options.pop("views")

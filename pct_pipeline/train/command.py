@@ -143,6 +143,13 @@ def opt(name, *more, **kw):
      help="Also keep checkpoint_epoch_K.pt every K epochs (0: never).")
 @opt("--print-freq", "-p", type=click.IntRange(min=0), default=T.print_freq,
      help="Print the loss every N steps (0: only the per-epoch lines).")
+@click.option("--tensorboard/--no-tensorboard", default=T.tensorboard, show_default=True,
+              help="Write TensorBoard event files into the run folder: losses, lr, train and "
+              "validation top-1, img/s, step time, negative flips (docs/training.md).")
+@opt("--old-predictions", type=click.Path(), default=T.old_predictions, metavar="OLD.zarr",
+     help="The old model's predictions on the validation data (precompute-teachers "
+     "--eval-view, or pct evaluate): count negative and positive flips against it at every "
+     "validation (log line, metrics.jsonl, TensorBoard).")
 @opt("--device", default=None,
      help="cpu, cuda (this process's GPU) or cuda:N [default: cuda if available, else cpu].")
 @opt("--max-steps-per-epoch", type=click.IntRange(min=1), default=None, hidden=True)
