@@ -269,3 +269,22 @@ def _plain(value):
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
+
+
+# Refusals a command can give before it imports torch or ffcv (seconds): input files that are
+# missing or folders, with the words of the check that would find them later (BetonInfo,
+# models.load_file), which tests/test_answers.py holds them to.
+INPUTS = {"dataset": "a .beton file", "checkpoint": "a file written by torch.save"}
+
+
+def check_input(kind, path):
+    """PctError for an input file of `kind` (dataset, checkpoint) that is a folder or
+    missing; None for anything else, which the full check reads later."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        raise PctError(f"{kind} is a folder: {path} (expected {INPUTS[kind]})")
+    if not path.is_file():
+        raise PctError(f"{kind} file not found: {path}" if kind == "dataset" else
+                       f"{kind} not found: {path}")

@@ -2,7 +2,7 @@
 import click
 
 from ..errors import PctError
-from ..options import Finite, allow_unnamed_classes, parse_arch_path
+from ..options import Finite, allow_unnamed_classes, check_input, parse_arch_path
 from ..views import ViewSpec, given_views, view_options
 from .config import DTYPES, PrecomputeConfig as C
 
@@ -73,10 +73,11 @@ def precompute_teachers(**options):
     """Run the old model(s) once over V deterministic views of a dataset and store their logits
     (Zarr, §Store). Resumable; runs as one process or under torchrun (each rank owns whole
     shards; the result does not depend on the number of processes)."""
+    options["teachers"] = tuple(parse_arch_path(v, "--teacher") for v in options["teachers"])
+    preflight(options)
     from ..store.codecs import parse
     from .run import run
 
-    options["teachers"] = tuple(parse_arch_path(v, "--teacher") for v in options["teachers"])
     options["codec"] = parse(options["codec"])
     eval_view, crop_ratio = options.pop("eval_view"), options.pop("crop_ratio")
     spec = ViewSpec(eval_view=eval_view, crop_ratio=crop_ratio, **given_views(options))
@@ -98,3 +99,17 @@ def precompute_teachers(**options):
                        f"reference rows (student: {recorded['student']}), stored as attribute "
                        f"'fidelity':")
             click.echo("\n".join(table(recorded["settings"])))
+
+
+def preflight(options):
+    """The refusals that need neither torch nor ffcv, before they are imported: a missing
+    --data or teacher checkpoint, a store another process is writing (its lock, only
+    probed: a refused command writes nothing)."""
+    from ..store import Location
+
+    check_input("dataset", options["data"])
+    for _, path in options["teachers"]:
+        check_input("checkpoint", path)
+    location = Location(options["out"])
+    if location.local and location.lock_held():
+        location.lock().release()  # raises the refusal naming the holder (if still held)
