@@ -76,6 +76,7 @@ def precompute_teachers(**options):
     options["teachers"] = tuple(parse_arch_path(v, "--teacher") for v in options["teachers"])
     preflight(options)
     from ..store.codecs import parse
+    from .report import top1_line
     from .run import run
 
     options["codec"] = parse(options["codec"])
@@ -86,11 +87,19 @@ def precompute_teachers(**options):
         raise PctError("missing --views: how many augmentation views to precompute")
     summary = run(C(spec=spec, views=views or 1, **options))
     if summary is not None:
-        click.echo(f"wrote {summary['out']}: {summary['samples']} samples x {summary['views']} "
-                   f"views, {summary['computed_images']} images computed in "
-                   f"{summary['seconds']:.1f} s ({summary['images_per_s']:.0f} images/s), "
-                   f"{summary['bytes'] / 2**20:.2f} MiB on disk "
-                   f"({summary['bytes_per_sample_view']:.0f} bytes per sample and view)")
+        written, units = summary["done_before"]
+        if written == units:
+            click.echo(f"{summary['out']} was already complete ({summary['samples']} samples x "
+                       f"{summary['views']} views): nothing to compute")
+        else:
+            click.echo(f"wrote {summary['out']}: {summary['samples']} samples x "
+                       f"{summary['views']} views, {summary['computed_images']} images computed "
+                       f"in {summary['seconds']:.1f} s ({summary['images_per_s']:.0f} images/s), "
+                       f"{summary['bytes'] / 2**20:.2f} MiB on disk "
+                       f"({summary['bytes_per_sample_view']:.0f} bytes per sample and view)")
+        line = summary["teacher_top1"] and top1_line(summary["teacher_top1"], eval_view)
+        if line:
+            click.echo(line)
         recorded = summary.get("fidelity")
         if recorded:
             from ..codec_fidelity import table
