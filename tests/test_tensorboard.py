@@ -2,11 +2,14 @@
 each validation's NF, NFR, PFR and top-1 equal what `pct analyze` reports for the predictions
 of that epoch's checkpoint; a foreign or unfit old store is refused in one line."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import forked
+from conftest import forked, free_port
 
 TINY = ["--arch", "cnn_small", "--batch-size", 16, "-j", 1, "--resolution", 16,
         "--print-freq", 0, "--epochs", 2, "--lr", 0.1, "--scale", 0.5, 1, "--flip", 0]
@@ -116,3 +119,26 @@ def test_an_unfit_old_store_is_refused_in_one_line(problem, old_run, train_beton
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert expected in result.stderr, result.stderr
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_two_processes_count_the_flips_of_all_rows(old_run, train_beton, val_beton, tmp_path,
+                                                   forks):
+    """Under torchrun each process counts its own validation rows (those of its shards of the
+    predictions store: here all 80 are in one ~1 MiB chunk, so process 1 has none and reads
+    none of the old store) and one all_reduce sums them: the counts equal `pct analyze` of the
+    predictions the run wrote."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(free_port()), "-m", "pct_pipeline", "train", "--data",
+           str(train_beton), "--val", str(val_beton), "--out", str(out), *map(str, TINY),
+           "--epochs", "1", "--seed", "2", "--old-predictions", str(old_run / "predictions.zarr")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    row, model = analyze(forks, old_run / "predictions.zarr", out / "predictions.zarr")
+    assert metrics["negative_flips"] == row["negative_flips"] > 0
+    assert metrics["positive_flips"] == row["positive_flips"]
+    assert metrics["val_top1"] == pytest.approx(model["top1"])
+    assert scalars(out, "flips/negative") == {1: row["negative_flips"]}  # process 0's file only
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1
