@@ -25,7 +25,7 @@ from ..losses import pct_loss
 from ..predictions import predict
 from ..progress import clock
 from . import recipe, run_folder
-from .clock import StepClock
+from .clock import Pace, StepClock
 from .finish import finish
 from .nonfinite import CHECK_EVERY, NonFinite
 from .prepare import (bct_arch, check_options, check_ranks_in_sync, fit_to_data, make_teachers,
@@ -204,7 +204,7 @@ def train_one_epoch(cfg, state, net, loader, old, epoch, d):
         min(len(loader), cfg.max_steps_per_epoch * cfg.accum_steps)
     steps = -(-batches // cfg.accum_steps)
     taps = cfg.loss.mode == "cna" or cfg.loss.bct_loss_weight > 0  # features are needed
-    sums, seen, start, warm = {}, 0, time.perf_counter(), None
+    sums, seen, pace = {}, 0, Pace(d.device)
     hits = torch.zeros((), dtype=torch.float64, device=d.device)  # train top-1, no host sync
     clock, health = StepClock(d.device), NonFinite(d.device)
     for i, (images, labels, indices) in zip(range(batches), loader):
@@ -238,34 +238,20 @@ def train_one_epoch(cfg, state, net, loader, old, epoch, d):
         for name, value in parts.items():
             sums[name] = sums.get(name, 0.0) + value * len(labels)
         seen += len(labels)
-        if last and warm is None:
-            warm = (settled_time(d), seen)
+        if last:
+            pace.stepped(seen)
         if i % CHECK_EVERY == CHECK_EVERY - 1:
             health.check(epoch)
         if d.is_main and cfg.print_freq and i % cfg.print_freq == 0:
             print(f"epoch {epoch} step {i}/{batches} loss {parts['loss'].item():.4f}", flush=True)
     health.check(epoch)
-    end = time.perf_counter()
-    warm = warm or (end, seen)
-    totals = distributed.all_sum([float(v) for v in sums.values()] +
-                                 [float(hits), seen, seen - warm[1]], d.device)
-    images, after_warm = totals[-2], totals[-1]
+    steady = pace.stop(seen)
+    *totals, hits, images, steady = distributed.all_sum(
+        [float(v) for v in sums.values()] + [float(hits), seen, steady], d.device)
     stats = {name: total / max(images, 1) for name, total in zip(sums, totals)}
-    steady = end - warm[0]
-    stats.update(train_top1=totals[-3] / max(images, 1), images_per_s=images / (end - start),
-                 train_time_s=end - start, lr=state.optimizer.param_groups[0]["lr"],
-                 step_time_s=clock.account(),
-                 steady_images_per_s=after_warm / steady if after_warm else images / (end - start),
-                 steady_step_s=steady / (steps - 1) if steps > 1 else end - start)
+    stats.update(train_top1=hits / max(images, 1), lr=state.optimizer.param_groups[0]["lr"],
+                 step_time_s=clock.account(), **pace.rates(images, steady, steps))
     return stats
-
-
-def settled_time(d):
-    """time.perf_counter() once the device has finished the work queued so far (CUDA runs
-    asynchronously; one synchronisation per epoch)."""
-    if d.device.type == "cuda":
-        torch.cuda.synchronize(d.device)
-    return time.perf_counter()
 
 
 def step_loss(cfg, d, output, labels, targets, tap, head):
