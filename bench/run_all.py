@@ -32,6 +32,7 @@ BENCHES = {  # name: (script, arguments)
     "codecs": ("codecs.py", []),
     "scale": ("scale.py", []),
     "s3": ("s3.py", []),
+    "answers": ("answers.py", []),
 }
 
 

@@ -7,6 +7,8 @@ command may end with another status through ctx.exit (`pct analyze`: 1 when a ga
 Ctrl-C and SIGTERM end as one line too (status 130 and 143).
 Option names are read with underscores as dashes (`--kd_alpha` is `--kd-alpha`, the original
 research code's spelling), so each option is declared, and listed in --help, once.
+Every command also takes --config FILE (option values from a YAML file, overridden by the
+command line) and --print-config (options.with_config).
 """
 import importlib
 import signal
@@ -17,7 +19,7 @@ import click
 
 from . import __version__
 from .errors import PctError
-from .options import option_name
+from .options import option_name, with_config
 
 # name: (where the command lives, its line in `pct --help`). `pct --help` prints these lines
 # without importing any command, so it never pays for torch or ffcv either.
@@ -50,7 +52,7 @@ class LazyGroup(click.Group):
         module, attr = target.split(":")
         command = getattr(importlib.import_module(module), attr)
         command.short_help = summary
-        return command
+        return with_config(command)
 
     def format_commands(self, ctx, formatter):
         with formatter.section("Commands"):

@@ -9,12 +9,17 @@ deterministic centre crop of ratio ``crop_ratio``, no flip). A teacher cache rec
 ViewSpec as attributes; the loader's FFCV decoder (dataset/decoder.py) computes the same boxes
 with these functions, so the pixels of (view_seed, v, i) are identical whatever the order,
 batch size, worker count or process.
+
+`params`, `eval_params`, `splitmix64` and `_uniform` are numba-compiled, and numba (a second
+to import) is loaded only when one of them is first used (`ViewSpec.boxes`, the decoder, a
+test): the commands declare their view options and check them without it. Their Python
+bodies are `_py_params` etc.; `compiled()` compiles them once and puts the compiled functions
+in this module under the public names, where they also find each other.
 """
 import math
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
-from numba import njit
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -105,9 +110,9 @@ class ViewSpec:
         for row, i in enumerate(indices):
             h, w = int(heights[i]), int(widths[i])
             if self.eval_view:
-                out[row] = eval_params(h, w, self.crop_ratio)
+                out[row] = compiled("eval_params")(h, w, self.crop_ratio)
             else:
-                out[row] = params(self.view_seed, view, int(i), h, w, *self.scale, *self.ratio,
+                out[row] = compiled("params")(self.view_seed, view, int(i), h, w, *self.scale, *self.ratio,
                                   self.flip)
         return out
 
@@ -198,18 +203,34 @@ def splitmix64_array(x):
     return z ^ (z >> np.uint64(31))
 
 
-splitmix64 = njit(cache=False)(splitmix64_array)  # the same, compiled for the decoder
+COMPILED = ("splitmix64", "_uniform", "params", "eval_params")  # in dependency order
 
 
-@njit(cache=False)
-def _uniform(key, counter):
+def compiled(name):
+    """The numba-compiled function `name` of COMPILED (compiling all of them on first use)."""
+    module = globals()
+    if name not in module:
+        from numba import njit
+
+        module["splitmix64"] = njit(cache=False)(splitmix64_array)  # for the decoder
+        for other in COMPILED[1:]:
+            module[other] = njit(cache=False)(module[f"_py_{other.lstrip('_')}"])
+    return module[name]
+
+
+def __getattr__(name):  # views.params etc.: compiled on first use
+    if name in COMPILED:
+        return compiled(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _py_uniform(key, counter):
     """A float64 in [0, 1) drawn from (key, counter)."""
     bits = splitmix64(key ^ splitmix64(np.uint64(counter)))
     return np.float64(bits >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=False)
-def params(view_seed, view, index, height, width, scale_lo, scale_hi, ratio_lo, ratio_hi,
+def _py_params(view_seed, view, index, height, width, scale_lo, scale_hi, ratio_lo, ratio_hi,
            flip_p):
     """RandomResizedCrop box and flip of (view_seed, view, index) for an image of height x width.
 
@@ -248,8 +269,7 @@ def params(view_seed, view, index, height, width, scale_lo, scale_hi, ratio_lo, 
     return (height - h) // 2, (width - w) // 2, h, w, flip
 
 
-@njit(cache=False)
-def eval_params(height, width, crop_ratio):
+def _py_eval_params(height, width, crop_ratio):
     """Centre crop of side int(crop_ratio * min(H, W)) (ffcv-imagenet's eval view), no flip."""
     side = np.int64(crop_ratio * min(height, width))
     side = max(side, np.int64(1))

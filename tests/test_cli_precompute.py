@@ -97,7 +97,8 @@ def test_existing_store_of_another_command_is_refused(capsys, train_beton, teach
     assert "120 samples x 2 views, 240 images computed" in stdout
     before = (out / "logits").stat().st_mtime_ns
     code, stdout, _ = pct(capsys, *base, "--batch-size", 5, "-j", 2)  # same output: nothing to do
-    assert code == 0 and "0 images computed" in stdout
+    assert code == 0 and f"{out} was already complete (120 samples x 2 views): nothing to " \
+                         "compute" in stdout
     other = save_model(tmp_path / "other.pt", "cnn_small", seed=3)
     sha_old, sha_new = models.sha256_file(teacher_ckpt), models.sha256_file(other)
     cases = [

@@ -202,7 +202,7 @@ def test_requeued_command_resumes_and_loses_nothing(train_beton, val_beton, tmp_
     assert set(lines[2]["step_time_s"]) >= {"loader", "forward", "backward"}
     # the continued run's predictions are of its final model, not of epoch 1's
     attrs = json.loads((out / "predictions.zarr" / "zarr.json").read_text())["attributes"]
-    assert attrs["model"]["epoch"] == 3 and "final: top1" in longer.stdout
+    assert attrs["model"]["epoch"] == 3 and "final: val_top1" in longer.stdout
     ckpt = out / "checkpoint.pt"
     assert attrs["teachers"] == [{"arch": "cnn_small", "path": str(ckpt.resolve()),
                                   "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()}]
@@ -269,7 +269,7 @@ def test_fp16_grad_scaler_on_cpu_with_cache_accumulation_and_ema(train_beton, va
     schedule = state["scheduler"]  # two groups (--norm-weight-decay), after epoch 2 of 2
     assert (schedule["last_epoch"], schedule["warmup_epochs"], len(schedule["base_lrs"])) == (2, 1, 2)
     assert schedule["last_lrs"][0] == pytest.approx(lines[-1]["lr"])
-    assert all(m["fd"] > 0 and "ema_top1" in m for m in lines)
+    assert all(m["fd"] > 0 and "ema_val_top1" in m for m in lines)
     assert lines[0]["lr"] == pytest.approx(0.1 * 2 / 2)  # 2 optimizer steps per epoch: 2/2 at step 1
     prediction_attrs = json.loads((out / "predictions.zarr" / "zarr.json").read_text())["attributes"]
     assert prediction_attrs["model"]["weights"] == "ema"

@@ -5,9 +5,21 @@
                 OUT.beton.json (class names, fingerprint);
     reader.py   what a .beton holds (BetonInfo) and loaders of its views (ViewLoader);
     decoder.py  the loaders' FFCV decoder of a view (the crop boxes of views.py).
-"""
-from .reader import BetonInfo, Shuffle, ViewLoader, fingerprint, raw_images
-from .writer import IMAGE_SUFFIXES, load_rgb, scan_image_folder, write_beton
 
-__all__ = ["BetonInfo", "Shuffle", "ViewLoader", "fingerprint", "raw_images", "IMAGE_SUFFIXES",
-           "load_rgb", "scan_image_folder", "write_beton"]
+The names below are imported from their module on first use (PEP 562 module __getattr__):
+reader.py loads torch, so `pct write-dataset --help` (command.py, inside this package) must
+not run it.
+"""
+import importlib
+
+WHERE = {"BetonInfo": "reader", "Shuffle": "reader", "ViewLoader": "reader",
+         "fingerprint": "reader", "raw_images": "reader", "IMAGE_SUFFIXES": "writer",
+         "load_rgb": "writer", "scan_image_folder": "writer", "write_beton": "writer"}
+
+__all__ = list(WHERE)
+
+
+def __getattr__(name):
+    if name in WHERE:
+        return getattr(importlib.import_module(f".{WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

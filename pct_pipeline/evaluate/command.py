@@ -1,7 +1,7 @@
 """`pct evaluate --checkpoint CKPT --data VAL.beton --out PRED.zarr`."""
 import click
 
-from ..options import Finite, allow_unnamed_classes
+from ..options import Finite, allow_unnamed_classes, check_input
 from .config import EvaluateConfig
 
 
@@ -43,6 +43,8 @@ from .config import EvaluateConfig
 def evaluate(**options):
     """Write the eval-view predictions of a checkpoint as a store for `pct analyze`. Runs as one
     process or under torchrun (each process writes its own rows)."""
+    check_input("checkpoint", options["checkpoint"])  # before torch and ffcv are imported
+    check_input("dataset", options["data"])
     from .run import run
 
     result = run(EvaluateConfig(**options))

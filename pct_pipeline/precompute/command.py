@@ -2,37 +2,32 @@
 import click
 
 from ..errors import PctError
-from ..options import Finite, allow_unnamed_classes, parse_arch_path
+from ..options import Finite, allow_unnamed_classes, check_input, parse_arch_path
 from ..views import ViewSpec, given_views, view_options
 from .config import DTYPES, PrecomputeConfig as C
 
 
 class CodecName(click.ParamType):
-    """A --codec value read into its codec (store.codecs.parse): parsed once, here."""
+    """A --codec value checked by store.codecs.parse and kept as its canonical name
+    ("sample:32@4.0" -> "sample:32@4"): the command (and --print-config) sees a name, the
+    config its codec."""
 
     name = "codec"
 
     def convert(self, value, param, ctx):
         from ..store.codecs import parse
 
-        if not isinstance(value, str):
-            return value
         try:
-            return parse(value)
+            return parse(value).name
         except PctError as exc:
             self.fail(str(exc), param, ctx)
-
-
-def parse_teachers(ctx, param, values):
-    """('ARCH=CKPT', ...) -> ((arch, ckpt), ...)."""
-    return tuple(parse_arch_path(value, "--teacher") for value in values)
 
 
 @click.command("precompute-teachers")
 @click.option("--data", required=True, type=click.Path(), help="Training .beton (or the "
               "validation .beton with --eval-view), from `pct write-dataset`.")
-@click.option("--teacher", "teachers", multiple=True, required=True, callback=parse_teachers,
-              metavar="ARCH=CKPT", help="Old model: its architecture (`pct models` lists them) "
+@click.option("--teacher", "teachers", multiple=True, required=True, metavar="ARCH=CKPT",
+              help="Old model: its architecture (`pct models` lists them) "
               "and checkpoint; split at the first '='. Repeat for an ensemble (mean of logits).")
 @click.option("--trust-checkpoint", is_flag=True, help="Unpickle the --teacher files fully "
               "instead of reading them as data: this runs whatever code a file holds. Only for "
@@ -78,8 +73,13 @@ def precompute_teachers(**options):
     """Run the old model(s) once over V deterministic views of a dataset and store their logits
     (Zarr, §Store). Resumable; runs as one process or under torchrun (each rank owns whole
     shards; the result does not depend on the number of processes)."""
+    options["teachers"] = tuple(parse_arch_path(v, "--teacher") for v in options["teachers"])
+    preflight(options)
+    from ..store.codecs import parse
+    from .report import top1_line
     from .run import run
 
+    options["codec"] = parse(options["codec"])
     eval_view, crop_ratio = options.pop("eval_view"), options.pop("crop_ratio")
     spec = ViewSpec(eval_view=eval_view, crop_ratio=crop_ratio, **given_views(options))
     views = options.pop("views")
@@ -87,11 +87,19 @@ def precompute_teachers(**options):
         raise PctError("missing --views: how many augmentation views to precompute")
     summary = run(C(spec=spec, views=views or 1, **options))
     if summary is not None:
-        click.echo(f"wrote {summary['out']}: {summary['samples']} samples x {summary['views']} "
-                   f"views, {summary['computed_images']} images computed in "
-                   f"{summary['seconds']:.1f} s ({summary['images_per_s']:.0f} images/s), "
-                   f"{summary['bytes'] / 2**20:.2f} MiB on disk "
-                   f"({summary['bytes_per_sample_view']:.0f} bytes per sample and view)")
+        written, units = summary["done_before"]
+        if written == units:
+            click.echo(f"{summary['out']} was already complete ({summary['samples']} samples x "
+                       f"{summary['views']} views): nothing to compute")
+        else:
+            click.echo(f"wrote {summary['out']}: {summary['samples']} samples x "
+                       f"{summary['views']} views, {summary['computed_images']} images computed "
+                       f"in {summary['seconds']:.1f} s ({summary['images_per_s']:.0f} images/s), "
+                       f"{summary['bytes'] / 2**20:.2f} MiB on disk "
+                       f"({summary['bytes_per_sample_view']:.0f} bytes per sample and view)")
+        line = summary["teacher_top1"] and top1_line(summary["teacher_top1"], eval_view)
+        if line:
+            click.echo(line)
         recorded = summary.get("fidelity")
         if recorded:
             from ..codec_fidelity import table
@@ -100,3 +108,17 @@ def precompute_teachers(**options):
                        f"reference rows (student: {recorded['student']}), stored as attribute "
                        f"'fidelity':")
             click.echo("\n".join(table(recorded["settings"])))
+
+
+def preflight(options):
+    """The refusals that need neither torch nor ffcv, before they are imported: a missing
+    --data or teacher checkpoint, a store another process is writing (its lock, only
+    probed: a refused command writes nothing)."""
+    from ..store import Location
+
+    check_input("dataset", options["data"])
+    for _, path in options["teachers"]:
+        check_input("checkpoint", path)
+    location = Location(options["out"])
+    if location.local and location.lock_held():
+        location.lock().release()  # raises the refusal naming the holder (if still held)

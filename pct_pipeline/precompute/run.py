@@ -14,23 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import allocator, codec_fidelity, distributed, models, store
+from .. import allocator, codec_fidelity, distributed, store
 from ..dataset import BetonInfo, ViewLoader
-from ..errors import PctError, first_nonfinite_row
+from ..errors import PctError
 from ..progress import Progress
 from .prepare import acquire_lock, check_existing, prepare_store, store_attributes
-
-
-@dataclass
-class Teacher:
-    """One ensemble member: its architecture, checkpoint path and model (eval mode)."""
-    arch: str
-    path: str
-    model: torch.nn.Module
-
-    @property
-    def name(self):
-        return f"{self.arch}={self.path}"
+from .report import fit_to_data, report_start, teacher_top1
+from .teachers import Top1, check_finite, forward, load_teachers
 
 
 @dataclass(frozen=True)
@@ -43,6 +33,8 @@ class Job:
     heights: np.ndarray
     widths: np.ndarray
     device: torch.device
+    labels: np.ndarray | None = None  # int64 [N]: with `top1`, count the stored targets' hits
+    top1: Top1 | None = None          # this process's hits per view, counted as units are written
 
 
 def run(cfg):
@@ -57,6 +49,7 @@ def run(cfg):
 
 def _run(cfg, dist, start):
     info = BetonInfo(cfg.data)
+    cfg = fit_to_data(cfg, info, dist)
     teachers = load_teachers(cfg, info, dist.device)
     out = store.Location(cfg.out)
     lock, problem = (None, None)
@@ -67,35 +60,21 @@ def _run(cfg, dist, start):
         raise PctError(problem)
     try:
         job = Job(cfg, out, store.existing_attrs(out), tuple(teachers), info.heights,
-                  info.widths, dist.device)
-        computed = compute_rank(job, dist.rank, dist.world)
-        total = distributed.all_sum([computed], dist.device)[0]
+                  info.widths, dist.device, info.labels, Top1(cfg.views))
+        done_before = report_start(job, dist)
+        computed, done = compute_rank(job, dist.rank, dist.world)
+        total = distributed.all_sum([computed], dist.device)[0]  # every unit is written now
+        top1 = teacher_top1(job, done, dist) if total else None
         distributed.barrier()
         if not dist.is_main:
             return None
         result = summary(job, total, time.perf_counter() - start)
+        result.update(done_before=done_before, teacher_top1=top1)
         result["fidelity"] = record_fidelity(job)
         return result
     finally:
         if lock is not None:
             lock.release()
-
-
-def load_teachers(cfg, info, device):
-    """[Teacher] in eval mode on `device` (channels_last on GPU); their class counts and
-    names checked against the data's (`info`, a dataset.BetonInfo)."""
-    teachers = []
-    for arch, path in cfg.teachers:
-        model, _ = models.load_model(arch, path, info.num_classes, trust=cfg.trust_checkpoint)
-        models.check_classes(path, info.classes, f"the data {info.path}",
-                             cfg.allow_unnamed_classes, cfg.trust_checkpoint)
-        if device.type == "cuda":
-            model = model.to(device, memory_format=torch.channels_last)
-        teachers.append(Teacher(arch, str(path), model.eval()))
-    if cfg.store_features:
-        models.shared_feature_dim([t.model for t in teachers], "ensemble members",
-                                  "features cannot be averaged (drop --store-features)")
-    return teachers
 
 
 def _lock_and_prepare(cfg, info, teachers, out):
@@ -139,13 +118,14 @@ def shard_rows(job, shards):
 
 
 def compute_rank(job, rank, world):
-    """Compute and write this rank's pending units; returns the number of images computed."""
+    """Compute and write this rank's pending units; returns (the number of images computed,
+    the done markers bool [V, S] at the start)."""
     done = store.done_markers(job.out)
     pending = pending_units(job, rank, world, done)
     shards = sorted({s for todo in pending.values() for s in todo})
     rows = shard_rows(job, shards)
     if len(rows) == 0:
-        return 0
+        return 0, done
     total = sum(len(shard_rows(job, todo)) for todo in pending.values())
     loader = make_loader(job, rows)
     allocator.freeze_built_objects()
@@ -153,7 +133,7 @@ def compute_rank(job, rank, world):
         for view, todo in pending.items():
             if todo:
                 compute_view(job, loader, view, todo, bar)
-    return total
+    return total, done
 
 
 def make_loader(job, rows):
@@ -205,43 +185,6 @@ def compute_view(job, loader, view, shards, bar=None):
             bar.update(len(indices))
     if buffers:  # a bug, not a user mistake
         raise RuntimeError(f"view {view}: shards {sorted(buffers)} were not fully visited")
-
-
-def forward(teachers, images, with_features, device, exact=False):
-    """{'members': float32 [M, B, C], 'features': float32 [M, B, D] (if asked)}, on the CPU.
-
-    channels_last on GPU; bf16 autocast on GPU for training targets, float32 everywhere when
-    `exact` (the eval view's predictions: bf16 would tie near-equal classes). Means are
-    taken in float32.
-    """
-    cuda = device.type == "cuda"
-    images = images.to(device, non_blocking=True)
-    if cuda:
-        images = images.contiguous(memory_format=torch.channels_last)
-    logits, features = [], []
-    with torch.inference_mode(), models.autocast(device, torch.bfloat16 if cuda and not exact
-                                                                   else None):
-        for teacher in teachers:
-            with models.FeatureTap(teacher.model) as tap:
-                logits.append(models.main_logits(teacher.model(images)).float())
-            if with_features:
-                features.append(tap.features.float())
-    outputs = {"members": torch.stack(logits).cpu()}
-    if with_features:
-        outputs["features"] = torch.stack(features).cpu()
-    return outputs
-
-
-def check_finite(job, outputs, indices, view):
-    """PctError naming the sample, view and teacher of the first NaN/inf output."""
-    for m, teacher in enumerate(job.teachers):
-        rows = [first_nonfinite_row(outputs[name][m]) for name in ("members", "features")
-                if name in outputs]
-        rows = [row for row in rows if row is not None]
-        if rows:
-            row = min(rows)
-            raise PctError(f"teacher {teacher.name} produced NaN/inf for sample {indices[row]} "
-                           f"in view {view}")
 
 
 def fill(job, buffers, view, indices, outputs):
@@ -301,6 +244,9 @@ class ShardBuffer:
             values["features"] = cast(self.features.mean(0), "float16", self.lo, view, "feature")
         values["crops"] = cfg.spec.boxes(view, job.heights, job.widths,
                                          np.arange(self.lo, self.hi))
+        if job.top1 is not None:
+            job.top1.count(view, cfg.codec, values, job.labels[self.lo:self.hi],
+                           int(job.attrs["num_classes"]))
         store.write_unit(job.out, view, self.shard, values)
 
 

@@ -2,11 +2,13 @@
 underscore spellings (e.g. --kd_alpha) are read as the same options (the `pct` group's
 options.option_name)."""
 from dataclasses import fields
+from pathlib import Path
 
 import click
 
 from ..losses import FILTERS, MODES, LossConfig
-from ..options import Choice, Finite, allow_unnamed_classes, parse_arch_path, parse_kwargs
+from ..options import (Choice, Finite, allow_unnamed_classes, check_input, parse_arch_path,
+                       parse_kwargs)
 from ..views import given_views, view_options
 from .config import TrainConfig
 
@@ -143,11 +145,19 @@ def opt(name, *more, **kw):
      help="Also keep checkpoint_epoch_K.pt every K epochs (0: never).")
 @opt("--print-freq", "-p", type=click.IntRange(min=0), default=T.print_freq,
      help="Print the loss every N steps (0: only the per-epoch lines).")
+@click.option("--tensorboard/--no-tensorboard", default=T.tensorboard, show_default=True,
+              help="Write TensorBoard event files into the run folder: losses, lr, train and "
+              "validation top-1, img/s, step time, negative flips (docs/training.md).")
+@opt("--old-predictions", type=click.Path(), default=T.old_predictions, metavar="OLD.zarr",
+     help="The old model's predictions on the validation data (precompute-teachers "
+     "--eval-view, or pct evaluate): count negative and positive flips against it at every "
+     "validation (log line, metrics.jsonl, TensorBoard).")
 @opt("--device", default=None,
      help="cpu, cuda (this process's GPU) or cuda:N [default: cuda if available, else cpu].")
 @opt("--max-steps-per-epoch", type=click.IntRange(min=1), default=None, hidden=True)
 def train(**o):
     """Train a new model, optionally distilling from a teacher cache (PCT)."""
+    preflight(o)
     from .run import run
 
     view_given = tuple(given_views(o).items())
@@ -160,3 +170,23 @@ def train(**o):
                       bct_old_arch=bct_arch, model_kwargs=parse_kwargs(o.pop("model_kwargs")),
                       view_options=view_given, **o)
     run(cfg)
+
+
+def preflight(o):
+    """The refusals that need neither torch nor ffcv, before they are imported: a missing
+    --data or --val, a run folder another `pct train` is writing (its lock, as run.py takes
+    it, only probed here)."""
+    check_input("dataset", o["data"])
+    check_input("dataset", o["val"])
+    if not o["evaluate"] and Path(o["out"]).is_dir():
+        refuse_if_locked(Path(o["out"]) / "checkpoint.pt")
+
+
+def refuse_if_locked(where):
+    """Refuse, as taking it would, the lock of `where` (a local store or run file) when a
+    writer holds it now; probing writes nothing."""
+    from ..store import Location
+
+    location = Location(where)
+    if location.local and location.lock_held():
+        location.lock().release()  # raises the refusal naming the holder (if still held)

@@ -58,5 +58,8 @@ class TrainConfig:
     amp_dtype: str | None = None            # bf16 | fp16 (GradScaler); None: bf16 on CUDA only
     channels_last: bool = True              # on CUDA
     print_freq: int = 50
+    tensorboard: bool = True               # event files in the run folder (process 0)
+    old_predictions: str | None = None      # old model's predictions store of the validation
+                                            # data: negative flips at every validation
     device: str | None = None               # None: cuda:LOCAL_RANK if available, else cpu
     max_steps_per_epoch: int | None = None  # cut epochs short (benchmarks, smoke tests)

@@ -15,6 +15,7 @@ from ..predictions import make_loader, own_rows
 from ..views import ViewSpec, trained_eval_view
 from .run_folder import trained_config
 from .teachers import CachedTeachers, OnlineTeachers, check_codec, fidelity_warning
+from .watch import note
 
 
 def make_val_loader(cfg, val_info, num_classes, d):
@@ -67,9 +68,6 @@ def check_options(cfg, train_info, val_info, num_classes):
     if train_info.num_classes < 2:
         raise PctError(f"the training data {train_info.path} has one class: a classifier needs "
                        f"at least two")
-    if cfg.batch_size > train_info.num_samples:
-        raise PctError(f"--batch-size {cfg.batch_size} exceeds the {train_info.num_samples} "
-                       f"training samples")
     if cfg.predictions_of == "ema" and cfg.ema_decay is None:
         raise PctError("--predictions-of ema needs --ema-decay (no EMA is kept without it)")
     if val_info.num_classes > num_classes:
@@ -78,6 +76,35 @@ def check_options(cfg, train_info, val_info, num_classes):
     for path in [p for _, p in cfg.online_teachers] + [cfg.bct_old_model] * bool(cfg.bct_old_model):
         models.check_classes(path, train_info.classes, f"the training data {train_info.path}",
                              cfg.allow_unnamed_classes, cfg.trust_checkpoint)
+
+
+def fit_to_data(cfg, train_info, d):
+    """`cfg` with --batch-size lowered to the training samples of one process where it is
+    larger (with a note): an epoch trains on whole batches only, so a larger batch would train
+    on nothing. Each of W processes gets floor(N / W) samples or more."""
+    share = train_info.num_samples // d.world
+    if cfg.batch_size <= share:
+        return cfg
+    if share == 0:
+        raise PctError(f"the training data {train_info.path} has {train_info.num_samples} "
+                       f"samples, fewer than the {d.world} processes")
+    each = f" of each of the {d.world} processes" if d.world > 1 else ""
+    note(f"--batch-size {cfg.batch_size} is more than the {share} training samples{each}; "
+         f"using --batch-size {share}", d)
+    return replace(cfg, batch_size=share)
+
+
+def note_upsampling(cfg, train_info, val_info, d):
+    """A note for each of the training and validation views whose side is larger than the
+    longest image side of its data: every image is then enlarged (a crop is never larger
+    than its image), which costs time and adds no detail."""
+    for spec, info, what in ((cfg.views, train_info, "--resolution"),
+                             (cfg.val_views, val_info, "the validation resolution")):
+        largest = int(max(info.heights.max(), info.widths.max())) if len(info.heights) else 0
+        if largest and spec.resolution > largest:
+            note(f"{what} {spec.resolution} is above the largest image side of {info.path} "
+                 f"({largest} px): every image is enlarged at least "
+                 f"{spec.resolution / largest:.1f}-fold", d)
 
 
 def check_same_classes(train_info, val_info):

@@ -4,8 +4,9 @@ Epoch e trains on view e mod V of a teacher cache (view e without one), joined b
 to the cached logits; the loss is `losses.pct_loss`. After every epoch RUN_DIR/checkpoint.pt
 is written atomically (state.py), then a line is appended to RUN_DIR/metrics.jsonl (losses,
 top-1/top-5, images/s, where the step's time went); the final model's validation logits go to
-RUN_DIR/predictions.zarr. Re-running the command into its run folder resumes it
-(run_folder.py); the recipe (schedule, precision, EMA) is in recipe.py.
+RUN_DIR/predictions.zarr (finish.py). Re-running the command into its run folder resumes it
+(run_folder.py); the recipe (schedule, precision, EMA) is in recipe.py; the validation counts
+(negative flips against --old-predictions), the log line and TensorBoard in watch.py.
 """
 import json
 import time
@@ -17,19 +18,21 @@ from typing import NamedTuple
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import allocator, distributed, models, store
+from .. import allocator, distributed, models
 from ..dataset import BetonInfo, Shuffle, ViewLoader
-from ..errors import PctError, writing
+from ..errors import writing
 from ..losses import pct_loss
-from ..predictions import Output, predict, validate, write_predictions
+from ..predictions import predict
 from ..progress import clock
 from . import recipe, run_folder
-from .clock import StepClock
+from .clock import Pace, StepClock
+from .finish import finish
 from .nonfinite import CHECK_EVERY, NonFinite
-from .prepare import (bct_arch, check_options, check_ranks_in_sync, make_teachers,
-                      make_val_loader, resolve, sync_buffers)
+from .prepare import (bct_arch, check_options, check_ranks_in_sync, fit_to_data, make_teachers,
+                      make_val_loader, note_upsampling, resolve, sync_buffers)
 from .state import TrainState
 from .teachers import bct_head, open_cache, verify_cache
+from .watch import epoch_line, load_old_predictions, open_board, validate
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,14 @@ def _run(cfg, d, held):
     train_info, val_info = BetonInfo(cfg.data), BetonInfo(cfg.val)
     num_classes = cfg.num_classes or train_info.num_classes
     check_options(cfg, train_info, val_info, num_classes)
+    cfg = fit_to_data(cfg, train_info, d)
     source = run_folder.resume_source(cfg)
     cnaish = cfg.loss.mode == "cna"
     cache = open_cache(cfg.teacher_cache, train_info, num_classes, cnaish) if cfg.teacher_cache else None
     if cache is not None:
         verify_cache(cache, d)
     cfg = resolve(cfg, cache, source)
+    note_upsampling(cfg, train_info, val_info, d)
     ident = run_folder.identity(cfg, num_classes, train_info, cache, d.world, val_info)
     run = Run(cfg, Path(cfg.out), ident, d, val_info, num_classes)
     state = build_state(cfg, num_classes, d)
@@ -82,12 +87,16 @@ def _run(cfg, d, held):
     val = make_val_loader(cfg, val_info, num_classes, d)
     if cfg.evaluate or start_epoch >= cfg.epochs:
         return finish(run, state, val, start_epoch, source)
+    old_top1 = load_old_predictions(cfg, val_info, num_classes, val[1], d)
     loader = ViewLoader(cfg.data, cfg.views, cfg.batch_size, cfg.workers,
                         shuffle=Shuffle(cfg.seed, distributed=d.world > 1), device=d.device)
     old = OldModel(make_teachers(cfg, cache, loader, num_classes, d, cnaish),
                    make_bct_head(cfg, cache, state.model, num_classes, d))
     net = DistributedDataParallel(state.model) if d.world > 1 else state.model
     held.enter_context(lock_run_folder(run.out, d))
+    board = open_board(cfg, run.out, start_epoch, d)
+    if board is not None:
+        held.callback(board.close)
     if d.is_main:
         start_run(run, state, source, start_epoch)
     distributed.barrier()
@@ -101,13 +110,14 @@ def _run(cfg, d, held):
             old.teachers.begin_epoch(epoch, cfg.epochs)
         stats = train_one_epoch(cfg, state, net, loader, old, epoch, d)
         sync_buffers(state.model, d)
-        stats.update(epoch=epoch + 1, view=view, **validate(predict(state.model, val[0]), d))
+        stats.update(epoch=epoch + 1, view=view,
+                     **validate(predict(state.model, val[0]), d, old_top1))
         if state.ema is not None:
-            ema_stats = validate(predict(state.ema.module, val[0]), d)
-            stats.update(ema_top1=ema_stats["top1"], ema_top5=ema_stats["top5"])
+            ema = validate(predict(state.ema.module, val[0]), d, old_top1)
+            stats.update({f"ema_{name}": value for name, value in ema.items()})
         if d.is_main:
             per_epoch = (time.perf_counter() - started) / (epoch + 1 - start_epoch)
-            end_epoch(run, state, stats, per_epoch * (cfg.epochs - epoch - 1))
+            end_epoch(run, state, stats, per_epoch * (cfg.epochs - epoch - 1), board)
     check_ranks_in_sync(state.model, d)
     return finish(run, state, val, cfg.epochs)
 
@@ -163,22 +173,27 @@ def start_run(run, state, source, start_epoch):
         state.save(out / "init.pt", cfg, run.ident, 0)
 
 
-def end_epoch(run, state, stats, seconds_left):
-    """Process 0, after an epoch: the checkpoint first, then its metrics line (a run killed
-    between the two resumes without a duplicate line), then the progress line."""
+def end_epoch(run, state, stats, seconds_left, board=None):
+    """Process 0, after an epoch: the TensorBoard points (a run killed before its checkpoint
+    resumes an epoch earlier, and TensorBoard drops them then), the checkpoint, its metrics
+    line (a run killed between the two resumes without a duplicate line), the log line. The
+    steady rates (steady_*) go to the log line and TensorBoard; metrics.jsonl keeps the
+    whole epoch's images_per_s and step-time account."""
     cfg, out, epoch = run.cfg, run.out, stats["epoch"]
+    if board is not None:
+        board.log(stats)
     state.save(out / "checkpoint.pt", cfg, run.ident, epoch)
     if cfg.epochs_per_save and epoch % cfg.epochs_per_save == 0:
         state.save(out / f"checkpoint_epoch_{epoch}.pt", cfg, run.ident, epoch)
-    run_folder.log_epoch(out, stats)
-    ema = f" ema top1 {stats['ema_top1']:.4f}" if "ema_top1" in stats else ""
-    print(f"epoch {epoch}/{cfg.epochs}: loss {stats['loss']:.4f} ce {stats['ce']:.4f} "
-          f"fd {stats['fd']:.4f} top1 {stats['top1']:.4f} top5 {stats['top5']:.4f}{ema} "
-          f"{stats['images_per_s']:.0f} img/s, ETA {clock(seconds_left)}", flush=True)
+    run_folder.log_epoch(out, {k: v for k, v in stats.items() if not k.startswith("steady_")})
+    print(epoch_line(stats, cfg.epochs, clock(seconds_left)), flush=True)
 
 
 def train_one_epoch(cfg, state, net, loader, old, epoch, d):
-    """One pass over the loader; returns mean losses, images/s and the step's time account.
+    """One pass over the loader; returns mean losses, train top-1 (on the training views),
+    images/s and the step's time account of the whole epoch, and the steady rates from the
+    end of its first optimizer step on (steady_images_per_s, steady_step_s: without the
+    loaders' compilation, which the first epoch's first batch waits for).
 
     state: the TrainState (net: its model, wrapped by DDP under torchrun); old: an OldModel.
     Every `accum_steps` loader batches make one optimizer step (gradients of the group
@@ -189,7 +204,8 @@ def train_one_epoch(cfg, state, net, loader, old, epoch, d):
         min(len(loader), cfg.max_steps_per_epoch * cfg.accum_steps)
     steps = -(-batches // cfg.accum_steps)
     taps = cfg.loss.mode == "cna" or cfg.loss.bct_loss_weight > 0  # features are needed
-    sums, seen, start = {}, 0, time.perf_counter()
+    sums, seen, pace = {}, 0, Pace(d.device)
+    hits = torch.zeros((), dtype=torch.float64, device=d.device)  # train top-1, no host sync
     clock, health = StepClock(d.device), NonFinite(d.device)
     for i, (images, labels, indices) in zip(range(batches), loader):
         clock.mark("loader")
@@ -207,7 +223,9 @@ def train_one_epoch(cfg, state, net, loader, old, epoch, d):
             targets = old.teachers.targets(i, images, indices) if old.teachers else (None, None)
             clock.mark("targets")
             loss, parts = step_loss(cfg, d, output, labels, targets, tap, old.bct_head)
-            health.watch(i, loss, models.main_logits(output), indices)
+            logits = models.main_logits(output)
+            health.watch(i, loss, logits, indices)
+            hits += (logits.detach().argmax(dim=1) == labels).sum()
             clock.mark("loss")
             state.precision.backward(loss / group)
             clock.mark("backward")
@@ -220,16 +238,19 @@ def train_one_epoch(cfg, state, net, loader, old, epoch, d):
         for name, value in parts.items():
             sums[name] = sums.get(name, 0.0) + value * len(labels)
         seen += len(labels)
+        if last:
+            pace.stepped(seen)
         if i % CHECK_EVERY == CHECK_EVERY - 1:
             health.check(epoch)
         if d.is_main and cfg.print_freq and i % cfg.print_freq == 0:
             print(f"epoch {epoch} step {i}/{batches} loss {parts['loss'].item():.4f}", flush=True)
     health.check(epoch)
-    elapsed = time.perf_counter() - start
-    totals = distributed.all_sum([float(v) for v in sums.values()] + [seen], d.device)
-    stats = {name: total / max(totals[-1], 1) for name, total in zip(sums, totals)}
-    stats.update(images_per_s=totals[-1] / elapsed, train_time_s=elapsed,
-                 lr=state.optimizer.param_groups[0]["lr"], step_time_s=clock.account())
+    steady = pace.stop(seen)
+    *totals, hits, images, steady = distributed.all_sum(
+        [float(v) for v in sums.values()] + [float(hits), seen, steady], d.device)
+    stats = {name: total / max(images, 1) for name, total in zip(sums, totals)}
+    stats.update(train_top1=hits / max(images, 1), lr=state.optimizer.param_groups[0]["lr"],
+                 step_time_s=clock.account(), **pace.rates(images, steady, steps))
     return stats
 
 
@@ -247,49 +268,3 @@ def step_loss(cfg, d, output, labels, targets, tap, head):
     # auxiliary heads' CE counts like CE: inside pct_loss's (1 - a) factor, as in the original
     a = cfg.loss.kd_alpha if cfg.loss.mode is not None else 0.0
     return loss + (1 - a) * models.aux_loss(output, labels), parts
-
-
-def finish(run, state, val, epoch, source=None):
-    """Write RUN_DIR/predictions.zarr of the final model, or of its EMA with
-    --predictions-of ema (every process its own rows), loaded from checkpoint `source` (else
-    the run's own); returns its accuracy. A finished run whose complete predictions are of
-    this epoch's weights is left as it is; predictions of an earlier epoch (a run continued
-    with more epochs) are replaced."""
-    cfg, d, path = run.cfg, run.d, run.out / "predictions.zarr"
-    if not cfg.evaluate and epoch >= cfg.epochs and \
-            predictions_model(path) == (epoch, cfg.predictions_of):
-        if d.is_main:
-            print(f"{run.out} is complete ({epoch} of {cfg.epochs} epochs, {path}): nothing to "
-                  f"do", flush=True)
-        return None
-    chosen = state.ema.module if cfg.predictions_of == "ema" else state.model
-    attrs = {"model": {"arch": cfg.arch, "epoch": epoch, "weights": cfg.predictions_of},
-             "teachers": checkpoint_entry(cfg, source or run.out / "checkpoint.pt", d),
-             "config": asdict(cfg)}
-    loader, rows = val
-    output = Output(path, run.val_info, run.num_classes, cfg.val_views, attrs)
-    result = write_predictions(output, predict(chosen, loader), rows, d,
-                               f"the {cfg.arch} model of {run.out}")
-    if d.is_main:
-        print(f"final: top1 {result['top1']:.4f} top5 {result['top5']:.4f} at "
-              f"{cfg.val_views.resolution} px -> {path}", flush=True)
-    return result
-
-
-def checkpoint_entry(cfg, path, d):
-    """The predictions store's `teachers` entry: the checkpoint holding the model (on process
-    0, which writes the attributes; [] elsewhere or without a checkpoint)."""
-    path = Path(path)
-    if not d.is_main or not path.is_file():
-        return []
-    return [models.checkpoint_record(cfg.arch, path)]
-
-
-def predictions_model(path):
-    """(epoch, weights) of the model whose predictions the complete store `path` holds, or
-    None when there is no complete store."""
-    try:
-        model = store.open_store(path).attrs.get("model") or {}
-    except PctError:
-        return None
-    return model.get("epoch"), model.get("weights")

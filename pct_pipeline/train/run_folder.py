@@ -1,7 +1,8 @@
 """Run folders of `pct train`: nothing of a run is lost to a re-run.
 
 A run folder holds checkpoint.pt (after every epoch), metrics.jsonl (a line per epoch, written
-after that epoch's checkpoint), config.json and, at the end, predictions.zarr. The same
+after that epoch's checkpoint), config.json, TensorBoard event files (events.out.tfevents.*)
+and, at the end, predictions.zarr. The same
 command run again into the same folder (a cluster re-queue) resumes from checkpoint.pt
 (`--resume auto`, the default); a finished run is left as it is. `--overwrite` starts afresh,
 removing only the run's own files. Resuming checks that the checkpoint was trained on the
@@ -51,10 +52,15 @@ def identity(cfg, num_classes, train_info, cache, world, val_info):
                   "batch_size": cfg.batch_size, "validation": validation})
 
 
+EVENT_FILES = "events.out.tfevents.*"  # TensorBoard's (watch.Board)
+
+
 def run_files(out):
-    """The files of a run in folder `out` that exist (epoch checkpoints included)."""
+    """The files of a run in folder `out` that exist (epoch checkpoints and TensorBoard event
+    files included)."""
     out = Path(out)
-    names = [*RUN_FILES, *(p.name for p in out.glob("checkpoint_epoch_*.pt"))] if out.is_dir() else []
+    more = [p.name for pattern in ("checkpoint_epoch_*.pt", EVENT_FILES) for p in out.glob(pattern)]
+    names = [*RUN_FILES, *more] if out.is_dir() else []
     return [out / n for n in names if (out / n).exists() or (out / n).is_symlink()]
 
 
@@ -75,7 +81,9 @@ def resume_source(cfg):
         return given
     if own.is_file():
         return own
-    kept = [p.name for p in run_files(out) if p.name not in ("config.json", "init.pt")]
+    # a run stopped in its first epoch left its config (and maybe init.pt): started afresh
+    kept = [p.name for p in run_files(out) if p.name not in ("config.json", "init.pt")
+            and not p.match(EVENT_FILES)]
     if kept:
         raise PctError(f"{out} holds results of a run ({', '.join(kept)}) but no checkpoint.pt "
                        f"to resume from (use another --out, or --overwrite to replace them)")
