@@ -17,6 +17,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -92,8 +95,11 @@ def measure(repeats):
     return got
 
 
-def main(argv=None):
-    args = common.parser(__doc__, repeats=5).parse_args(argv)
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--repeats", default=5, show_default=True)
+@click.option("--json", default=None, help="Also write the result dict here.")
+def main(**options):
+    args = SimpleNamespace(**options)
     load_before = os.getloadavg()[0]
     got = measure(args.repeats)
     figures = {name: common.figure(row["seconds"]) for name, row in got.items()}
@@ -119,8 +125,8 @@ def main(argv=None):
         import json
 
         Path(args.json).write_text(json.dumps(result, indent=1))
-    return 1 if wrong else 0
+    sys.exit(1 if wrong else 0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -8,7 +8,7 @@ Ctrl-C and SIGTERM end as one line too (status 130 and 143).
 Option names are read with underscores as dashes (`--kd_alpha` is `--kd-alpha`, the original
 research code's spelling), so each option is declared, and listed in --help, once.
 Every command also takes --config FILE (option values from a YAML file, overridden by the
-command line) and --print-config (options.with_config).
+command line) and --print-config (config_files.with_config).
 """
 import importlib
 import signal
@@ -19,7 +19,8 @@ import click
 
 from . import __version__
 from .errors import PctError
-from .options import option_name, with_config
+from .config_files import with_config
+from .options import option_name
 
 # name: (where the command lives, its line in `pct --help`). `pct --help` prints these lines
 # without importing any command, so it never pays for torch or ffcv either.

@@ -1,7 +1,7 @@
 """§Views: deterministic augmentation shared by precompute and train.
 
 A view ``v`` of sample ``i`` is a RandomResizedCrop box plus a horizontal flip given by
-``params(view_seed, v, i, H, W, scale, ratio, flip)``, a pure function built on a
+``boxes.params(view_seed, v, i, H, W, scale, ratio, flip)``, a pure function built on a
 counter-based hash (splitmix64). The definition of the views a loader produces is one noun,
 `ViewSpec`: output resolution, view seed, the crop's area range ``scale``, its aspect-ratio
 range ``ratio`` and the flip probability ``flip`` (0 disables it), or the evaluation view (a
@@ -10,11 +10,8 @@ ViewSpec as attributes; the loader's FFCV decoder (dataset/decoder.py) computes 
 with these functions, so the pixels of (view_seed, v, i) are identical whatever the order,
 batch size, worker count or process.
 
-`params`, `eval_params`, `splitmix64` and `_uniform` are numba-compiled, and numba (a second
-to import) is loaded only when one of them is first used (`ViewSpec.boxes`, the decoder, a
-test): the commands declare their view options and check them without it. Their Python
-bodies are `_py_params` etc.; `compiled()` compiles them once and puts the compiled functions
-in this module under the public names, where they also find each other.
+The box functions are compiled with numba in boxes.py, which only `ViewSpec.boxes` and the
+decoder import: commands declare and check their view options without loading numba.
 """
 import math
 from dataclasses import asdict, dataclass, replace
@@ -105,14 +102,16 @@ class ViewSpec:
     def boxes(self, view, heights, widths, indices=None):
         """int32 [n, 5] (top, left, height, width, flip) of `view` for samples `indices`
         (default all) of images heights x widths ([N] each)."""
+        from .boxes import eval_params, params
+
         indices = np.arange(len(heights)) if indices is None else np.asarray(indices)
         out = np.empty((len(indices), 5), np.int32)
         for row, i in enumerate(indices):
             h, w = int(heights[i]), int(widths[i])
             if self.eval_view:
-                out[row] = compiled("eval_params")(h, w, self.crop_ratio)
+                out[row] = eval_params(h, w, self.crop_ratio)
             else:
-                out[row] = compiled("params")(self.view_seed, view, int(i), h, w, *self.scale, *self.ratio,
+                out[row] = params(self.view_seed, view, int(i), h, w, *self.scale, *self.ratio,
                                   self.flip)
         return out
 
@@ -201,79 +200,6 @@ def splitmix64_array(x):
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
-
-
-COMPILED = ("splitmix64", "_uniform", "params", "eval_params")  # in dependency order
-
-
-def compiled(name):
-    """The numba-compiled function `name` of COMPILED (compiling all of them on first use)."""
-    module = globals()
-    if name not in module:
-        from numba import njit
-
-        module["splitmix64"] = njit(cache=False)(splitmix64_array)  # for the decoder
-        for other in COMPILED[1:]:
-            module[other] = njit(cache=False)(module[f"_py_{other.lstrip('_')}"])
-    return module[name]
-
-
-def __getattr__(name):  # views.params etc.: compiled on first use
-    if name in COMPILED:
-        return compiled(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _py_uniform(key, counter):
-    """A float64 in [0, 1) drawn from (key, counter)."""
-    bits = splitmix64(key ^ splitmix64(np.uint64(counter)))
-    return np.float64(bits >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-
-
-def _py_params(view_seed, view, index, height, width, scale_lo, scale_hi, ratio_lo, ratio_hi,
-           flip_p):
-    """RandomResizedCrop box and flip of (view_seed, view, index) for an image of height x width.
-
-    The algorithm is torchvision's RandomResizedCrop.get_params (10 tries, then a centre
-    crop clipped to the ratio range) with its random draws replaced by a hash of the key; the
-    image is mirrored with probability `flip_p` (0: never). The box does not depend on
-    `flip_p`, so caches that differ only in it crop the same pixels.
-    Returns (top, left, crop_height, crop_width, flip) as int64. Its ten scalar parameters
-    are a ViewSpec's fields spelled out: the FFCV decoder calls it compiled, per image, where
-    numba takes numbers and not the dataclass.
-    """
-    key = splitmix64(splitmix64(splitmix64(np.uint64(view_seed)) ^ np.uint64(view)) ^ np.uint64(index))
-    flip = np.int64(1) if _uniform(key, 100) < flip_p else np.int64(0)
-    area = np.float64(height) * np.float64(width)
-    log_lo = math.log(ratio_lo)
-    log_hi = math.log(ratio_hi)
-    for attempt in range(10):
-        target_area = area * (scale_lo + (scale_hi - scale_lo) * _uniform(key, 2 * attempt))
-        aspect = math.exp(log_lo + (log_hi - log_lo) * _uniform(key, 2 * attempt + 1))
-        w = np.int64(math.floor(math.sqrt(target_area * aspect) + 0.5))
-        h = np.int64(math.floor(math.sqrt(target_area / aspect) + 0.5))
-        if 0 < w <= width and 0 < h <= height:
-            top = min(np.int64(_uniform(key, 50) * (height - h + 1)), height - h)
-            left = min(np.int64(_uniform(key, 51) * (width - w + 1)), width - w)
-            return top, left, h, w, flip
-    in_ratio = np.float64(width) / np.float64(height)
-    if in_ratio < ratio_lo:
-        w = np.int64(width)
-        h = np.int64(math.floor(w / ratio_lo + 0.5))
-    elif in_ratio > ratio_hi:
-        h = np.int64(height)
-        w = np.int64(math.floor(h * ratio_hi + 0.5))
-    else:
-        w = np.int64(width)
-        h = np.int64(height)
-    return (height - h) // 2, (width - w) // 2, h, w, flip
-
-
-def _py_eval_params(height, width, crop_ratio):
-    """Centre crop of side int(crop_ratio * min(H, W)) (ffcv-imagenet's eval view), no flip."""
-    side = np.int64(crop_ratio * min(height, width))
-    side = max(side, np.int64(1))
-    return (height - side) // 2, (width - side) // 2, side, side, np.int64(0)
 
 
 def decode_jpeg(jpeg_bytes):

@@ -11,6 +11,7 @@ from ffcv.libffcv import imdecode
 
 from conftest import crop_boxes, view_loader
 from pct_pipeline import dataset, views
+from pct_pipeline.boxes import eval_params, params
 
 RES = 24
 
@@ -35,12 +36,12 @@ def make_loader(beton, **kw):
 
 
 def test_params_is_pure_and_within_bounds():
-    boxes = {views.params(3, v, i, 40, 30, 0.08, 1.0, 0.75, 4 / 3, 0.5) for v in range(4) for i in range(50)}
+    boxes = {params(3, v, i, 40, 30, 0.08, 1.0, 0.75, 4 / 3, 0.5) for v in range(4) for i in range(50)}
     assert len(boxes) > 150  # views and samples differ
     for top, left, h, w, flip in boxes:
         assert 0 <= top and top + h <= 40 and 0 <= left and left + w <= 30 and flip in (0, 1)
-    assert views.params(3, 1, 5, 40, 30, 0.08, 1.0, 0.75, 4 / 3, 0.5) == views.params(3, 1, 5, 40, 30, 0.08, 1.0, 0.75, 4 / 3, 0.5)
-    flips = [views.params(0, 0, i, 32, 32, 0.08, 1.0, 0.75, 4 / 3, 0.5)[4] for i in range(2000)]
+    assert params(3, 1, 5, 40, 30, 0.08, 1.0, 0.75, 4 / 3, 0.5) == params(3, 1, 5, 40, 30, 0.08, 1.0, 0.75, 4 / 3, 0.5)
+    flips = [params(0, 0, i, 32, 32, 0.08, 1.0, 0.75, 4 / 3, 0.5)[4] for i in range(2000)]
     assert 0.45 < np.mean(flips) < 0.55
 
 
@@ -105,11 +106,11 @@ def test_reference_reproduces_decoder(train_beton):
 
 
 def test_eval_view_is_center_crop():
-    assert views.eval_params(256, 320, 224 / 256) == (16, 48, 224, 224, 0)
+    assert eval_params(256, 320, 224 / 256) == (16, 48, 224, 224, 0)
 
 
 def test_flip_probability_is_a_view_parameter():
-    boxes = [views.params(0, 0, i, 32, 32, 0.08, 1.0, 0.75, 4 / 3, p) for p in (0.0, 0.25, 1.0)
+    boxes = [params(0, 0, i, 32, 32, 0.08, 1.0, 0.75, 4 / 3, p) for p in (0.0, 0.25, 1.0)
              for i in range(2000)]
     flips = np.array([b[4] for b in boxes]).reshape(3, 2000).mean(axis=1)
     assert flips[0] == 0 and flips[2] == 1 and 0.22 < flips[1] < 0.28

@@ -1,5 +1,5 @@
 """The loader's FFCV decoder of §Views: each image is decoded, cropped to the box of
-`views.params` (or `views.eval_params`), resized and flipped inside ffcv's compiled stage."""
+`boxes.params` (or `boxes.eval_params`), resized and flipped inside ffcv's compiled stage."""
 import ctypes
 
 import numpy as np
@@ -8,7 +8,7 @@ from ffcv.fields.rgb_image import IMAGE_MODES, ResizedCropRGBImageDecoder
 from ffcv.libffcv import imdecode, lib, resize_crop
 from ffcv.pipeline.compiler import Compiler
 
-from ..views import eval_params, params
+from ..boxes import eval_params, params
 
 _copy_bytes = lib.my_memcpy
 _copy_bytes.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64]

@@ -14,6 +14,7 @@ import queue
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -220,19 +221,29 @@ class _WatchedQueue(multiprocessing.queues.Queue):
         return super().get(block, timeout)
 
 
-def _configure_ffcv_writer():
-    """Returns the `_Workers` of the next write."""
+@contextmanager
+def _ffcv_writer_hooks():
+    """Yield the `_Workers` of one write, with ffcv.writer's `Process`, `Queue`, `sleep` and
+    progress bar pointed at it until the write ends (then restored: another writer in the same
+    process, e.g. ffcv's own, finds ffcv as it was)."""
     import functools
 
     import ffcv.writer
 
+    names = ("tqdm", "Process", "sleep", "Queue")
+    saved = {name: getattr(ffcv.writer, name) for name in names}
+    workers = _Workers()
     # ffcv's writer reports progress to a tqdm bar: a Progress is that bar on a terminal and
     # a line now and then in a log.
     ffcv.writer.tqdm = functools.partial(Progress, desc="write-dataset: writing")
-    workers = _Workers()
     ffcv.writer.Process, ffcv.writer.sleep = workers.process, workers.sleep
     ffcv.writer.Queue = workers.queue
-    return workers
+    try:
+        yield workers
+    finally:
+        workers.stop()  # after an error or Ctrl-C; they have all ended otherwise
+        for name, value in saved.items():
+            setattr(ffcv.writer, name, value)
 
 
 def write_beton(src, out, max_resolution=256, image_format="jpg", jpeg_quality=90, workers=None,
@@ -250,28 +261,27 @@ def write_beton(src, out, max_resolution=256, image_format="jpg", jpeg_quality=9
     out, workers = Path(out), max(1, workers or usable_cores())
     _check_output(out, overwrite)
     classes, kept, skipped = _storable_samples(src, max_resolution, workers, skip_bad)
-    writer_processes = _configure_ffcv_writer()
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     fields = {"image": RGBImageField(write_mode=image_format, max_resolution=max_resolution,
                                      jpeg_quality=jpeg_quality),
               "label": IntField(), "index": IntField()}
-    writer = DatasetWriter(str(partial), fields, num_workers=workers)
-    try:
-        with writing(out):
-            writer.from_indexed_dataset(_ImageFolderSamples(kept), chunksize=32)
-            labels = np.array([label for _, label in kept], np.int64)
-            info = {"classes": classes, "num_classes": len(classes), "num_samples": len(kept),
-                    "skipped": skipped, "source": str(Path(src).resolve()),
-                    "image_format": image_format,
-                    "fingerprint": fingerprint(labels, partial.stat().st_size, out,
-                                               *image_digests(partial))}
-            write_text_atomic(Path(str(out) + ".json"), json.dumps(info, indent=1))
-            os.replace(partial, out)
-    finally:
-        writer_processes.stop()  # after an error or Ctrl-C; they have all ended otherwise
-        _release_metadata(writer)
-        if partial.exists():
-            partial.unlink()
+    with _ffcv_writer_hooks():
+        writer = DatasetWriter(str(partial), fields, num_workers=workers)
+        try:
+            with writing(out):
+                writer.from_indexed_dataset(_ImageFolderSamples(kept), chunksize=32)
+                labels = np.array([label for _, label in kept], np.int64)
+                info = {"classes": classes, "num_classes": len(classes),
+                        "num_samples": len(kept), "skipped": skipped,
+                        "source": str(Path(src).resolve()), "image_format": image_format,
+                        "fingerprint": fingerprint(labels, partial.stat().st_size, out,
+                                                   *image_digests(partial))}
+                write_text_atomic(Path(str(out) + ".json"), json.dumps(info, indent=1))
+                os.replace(partial, out)
+        finally:
+            _release_metadata(writer)
+            if partial.exists():
+                partial.unlink()
     return info
 
 

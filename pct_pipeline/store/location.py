@@ -150,7 +150,7 @@ class Location:
             return Location(self.lock_location()).exists()
         try:
             fd = os.open(self.lock_location(), os.O_RDONLY)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no lock file, or no folder for one
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
