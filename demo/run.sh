@@ -67,7 +67,7 @@ for seed in $SEEDS; do
     echo "-- $method seed $seed"
     rm -rf "$run"
     $PCT train --data "$OUT/train.beton" --val "$OUT/val.beton" --out "$run" --arch cnn_wide \
-      --seed "$seed" $COMMON $extra | tail -n 1
+      --seed "$seed" --old-predictions "$OUT/old.zarr" $COMMON $extra | tail -n 1
   done
 done
 
@@ -82,4 +82,5 @@ $PCT analyze "$OUT/old.zarr" "$OUT/new_ce_s$first/predictions.zarr" "$OUT/new_fd
 
 step "6/6 pooled over seeds $SEEDS, with paired bootstraps against plain CE"
 $PY demo/summarize.py "$OUT" --seeds $SEEDS --plot "$OUT/summary.png"
+$PY demo/flips_per_epoch.py "$OUT" --seed "$first" --plot "$OUT/flips_per_epoch.png"
 printf '\ndemo finished in %d s (WORKERS=%s, seeds %s)\n' $((SECONDS - start)) "$WORKERS" "$SEEDS"
