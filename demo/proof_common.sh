@@ -28,8 +28,11 @@ step() { printf '\n== %s  (%d s)\n' "$*" $((SECONDS - start)); }
 timed() {
   local name=$1; shift
   mkdir -p "$OUT/times"
-  /usr/bin/time -f "%e %M" -o "$OUT/times/$name.txt" "$@"
+  # recorded only when the command succeeds (an interrupted stage leaves no time behind)
+  /usr/bin/time -f "%e %M" -o "$OUT/times/$name.part" "$@" && mv "$OUT/times/$name.part" "$OUT/times/$name.txt"
 }
+
+untimed() { shift; "$@"; }
 
 build_data() {
   step "data: Fashion-MNIST as ImageFolder trees, then .beton files (pct write-dataset)"
@@ -48,10 +51,12 @@ train_old() {
 
 precompute() {
   step "teacher cache: the old model on the $EPOCHS training views; its test-set predictions"
-  timed precompute $PCT precompute-teachers --data "$OUT/train.beton" \
+  # A complete cache answers "already complete" at once; its first run's time stays recorded.
+  local t=timed; [ -f "$OUT/times/precompute.txt" ] && t=untimed
+  $t precompute $PCT precompute-teachers --data "$OUT/train.beton" \
     --teacher "resnet18=$OUT/old/checkpoint.pt" --views "$EPOCHS" --view-seed 0 $VIEWS \
     --out "$OUT/teacher_cache.zarr" --batch-size 256 -j "$WORKERS"
-  timed precompute_old $PCT precompute-teachers --data "$OUT/val.beton" \
+  $t precompute_old $PCT precompute-teachers --data "$OUT/val.beton" \
     --teacher "resnet18=$OUT/old/checkpoint.pt" --eval-view --crop-ratio 1 --resolution 28 \
     --out "$OUT/old.zarr" --batch-size 256 -j "$WORKERS"
 }
