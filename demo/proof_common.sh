@@ -3,7 +3,7 @@
 # is timed by GNU time (wall seconds and peak resident memory into $OUT/times/STAGE.txt).
 # A stage whose output is complete is skipped, so a folder resumes where it stopped.
 #
-# The recipe (why each value: README.md, "Fashion-MNIST"):
+# The recipe (why each value: docs/proof.md):
 #   data   all 60,000 training and 10,000 test images, their 28 x 28 px stored as they are
 #          (raw pixels, no JPEG), clean labels
 #   views  random square crops of 73-100% of the image area (sides 24-28 px: shifts of up to
