@@ -69,7 +69,7 @@ student() {
   echo "-- $name seed $seed"
   rm -rf "$run"
   timed "student_${name}_s$seed" $PCT train --data "$OUT/train.beton" --val "$OUT/val.beton" \
-    --out "$run" --seed "$seed" --old-predictions "$OUT/old.zarr" $NEW $COMMON "$@" | tail -n 1
+    --out "$run" --seed "$seed" --old-predictions "$OUT/old.zarr" $NEW $COMMON "$@"
 }
 
 # The methods: plain CE (it takes the views' options itself), and the cached ones (the cache

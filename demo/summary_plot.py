@@ -80,13 +80,14 @@ def _differences(ax, s):
     aim_x = -aims["reduction"] * ce["negative_flips_pooled"] / k
     ax.axvline(0, color="black", linewidth=0.8)
     ax.axhline(0, color="black", linewidth=0.8)
-    xmin, _ = ax.get_xlim()
-    ax.axvspan(min(xmin, aim_x), aim_x, ymin=0, ymax=1, color="tab:green", alpha=0.06)
+    xmin, xmax = ax.get_xlim()
+    left = min(xmin, aim_x - 0.1 * (xmax - aim_x))  # the aim's region is always in view
+    ax.axvspan(left, aim_x, ymin=0, ymax=1, color="tab:green", alpha=0.12)
     drop = 100 * aims["top1_drop"]
     ax.axhline(-drop, color="tab:green", linestyle="--", linewidth=1,
                label=f"aim: >= {100 * aims['reduction']:.0f}% fewer flips (shaded), top-1 above "
                      f"-{drop:g} pt (dashed)")
-    ax.set_xlim(left=min(xmin, aim_x))
+    ax.set_xlim(left=left)
     _legend_below(ax, seeds)
     ax.set_xlabel("change in negative flips vs plain CE of the same seed (mean per seed)")
     ax.set_ylabel("top-1 difference vs plain CE of the same seed (points)")
