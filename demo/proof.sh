@@ -43,7 +43,8 @@ step "pct analyze: the old model against the seed-$first models, a gallery of FD
 timed analyze $PCT analyze "$OUT/old.zarr" "$OUT/new_ce_s$first/predictions.zarr" \
   "$OUT/new_fd_s$first/predictions.zarr" "$OUT/new_ldi_s$first/predictions.zarr" \
   --json "$OUT/report.json" --plot "$OUT/report.png" --images "$OUT/val.beton" \
-  --gallery "$OUT/flips.png" --overwrite | tee "$OUT/report.txt" | head -n 12
+  --gallery "$OUT/flips.png" --overwrite > "$OUT/report.txt"
+head -n 12 "$OUT/report.txt"
 
 step "pooled over seeds $SEEDS, with paired bootstraps against plain CE"
 $PY demo/summarize.py "$OUT" --seeds $SEEDS --aims 0.25 0.005 --plot "$OUT/summary.png"
