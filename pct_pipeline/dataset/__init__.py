@@ -3,7 +3,8 @@
     command.py  `pct write-dataset`;
     writer.py   an ImageFolder tree -> a .beton with image, label and index fields, plus
                 OUT.beton.json (class names, fingerprint);
-    images.py   what an image must be to be stored, decoded to uint8 RGB;
+    storable.py what an image must be to be stored, decoded to uint8 RGB;
+    images.py   decoded pictures of a few rows, read from the stored bytes (the gallery);
     reader.py   what a .beton holds (BetonInfo) and loaders of its views (ViewLoader);
     decoder.py  the loaders' FFCV decoder of a view (the crop boxes of views.py).
 
@@ -15,7 +16,7 @@ import importlib
 
 WHERE = {"BetonInfo": "reader", "Shuffle": "reader", "ViewLoader": "reader",
          "fingerprint": "reader", "raw_images": "reader", "IMAGE_SUFFIXES": "writer",
-         "load_rgb": "images", "scan_image_folder": "writer", "write_beton": "writer"}
+         "load_rgb": "storable", "scan_image_folder": "writer", "write_beton": "writer"}
 
 __all__ = list(WHERE)
 

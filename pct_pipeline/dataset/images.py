@@ -1,63 +1,51 @@
-"""What an image must be to be stored: any PIL-readable file decoded to uint8 RGB (transparency
-on white, 16-bit and 0-1 float ranges scaled), and the size ffcv stores it at."""
+"""Decoded pictures of a few .beton rows (the analyze gallery's thumbnails), read from the bytes
+the writer stored, off any loader: no crop, no resize.
+
+ffcv's image field stores each image either as JPEG bytes or raw (`raw` mode: the H x W x 3
+uint8 pixels, row-major RGB); both are read. Anything else is refused in one line naming
+the sample.
+"""
+import io
+
 import numpy as np
 
+from ..errors import PctError
+from .reader import BetonInfo, raw_images
 
-def load_rgb(path):
-    """uint8 [H, W, 3] RGB of any PIL-readable image. Transparency is composited on white;
-    16-bit images are scaled from their range 0-65535, float images from 0-1 (others of no
-    known range, e.g. floats outside [0, 1], raise ValueError naming the range found)."""
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def read_images(path, rows):
+    """uint8 [H, W, 3] RGB pixels of each of `rows` (ints in [0, N)) of the .beton at `path`,
+    in the order given (each image at its own stored size)."""
+    rows = [int(r) for r in rows]
+    payloads = raw_images(path, rows)
+    shapes = None
+    out = []
+    for row, payload in zip(rows, payloads):
+        if payload[:3].tobytes() == JPEG_MAGIC:
+            out.append(_decode_jpeg(payload, path, row))
+            continue
+        if shapes is None:  # only raw images need the recorded sizes
+            info = BetonInfo(path)
+            shapes = (info.heights, info.widths)
+        h, w = int(shapes[0][row]), int(shapes[1][row])
+        if payload.size != h * w * 3:
+            raise PctError(f"sample {row} of {path}: {payload.size} bytes that are neither a "
+                           f"JPEG nor {h}x{w} raw RGB pixels (only jpg and raw images are read)")
+        out.append(payload.reshape(h, w, 3).copy())
+    return out
+
+
+def _decode_jpeg(payload, path, row):
+    """uint8 [H, W, 3] RGB of one JPEG payload; PctError naming the sample if it does not
+    decode (PIL raises on truncated data, where OpenCV would print a warning and go on)."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        image.load()
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-            return _gray_to_rgb(np.asarray(image), image.mode)
-        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, rgba)
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
-def _gray_to_rgb(values, mode):
-    """uint8 [H, W, 3] of one-channel integer (16-bit range) or float (0-1 range) pixels."""
-    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if mode == "F":
-        if not (np.isfinite(values).all() and 0 <= lo and hi <= 1):
-            raise ValueError(f"float pixels from {lo:g} to {hi:g}: only the range 0-1 is known")
-        scaled = values * 255.0
-    else:
-        if not (0 <= lo and hi <= 65535):
-            raise ValueError(f"{mode} pixels from {lo:g} to {hi:g}: only 16-bit ranges are known")
-        scaled = values / 257.0
-    gray = np.rint(scaled).astype(np.uint8)
-    return np.repeat(gray[:, :, None], 3, axis=2)
-
-
-def stored_size(height, width, max_resolution):
-    """(height, width) an image of height x width is stored at: scaled down (as ffcv does, the
-    longer side to max_resolution, each side rounded down) if it is larger."""
-    ratio = max_resolution / max(height, width)
-    if ratio >= 1:
-        return height, width
-    return int(ratio * height), int(ratio * width)
-
-
-def check_image(job):
-    """An error message for the image at path, or None when it can be stored (job: (path,
-    max_resolution))."""
-    from PIL import Image
-
-    path, max_resolution = job
     try:
-        image = load_rgb(path)
-    except Image.DecompressionBombError as exc:
-        return f"{path}: {exc}"
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for bad files
-        return f"{path}: {exc}"
-    height, width = image.shape[:2]
-    if min(stored_size(height, width, max_resolution)) < 1:
-        return (f"{path}: {width}x{height} px is too thin to store at --max-resolution "
-                f"{max_resolution} (its shorter side would be 0 px)")
-    return None
+        with Image.open(io.BytesIO(payload.tobytes())) as image:
+            image.load()
+            return np.asarray(image.convert("RGB"), np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise PctError(f"sample {row} of {path}: its JPEG bytes do not decode "
+                       f"({type(exc).__name__})") from None

@@ -24,7 +24,7 @@ from ..errors import WRITE_ERRORS, PctError, writing
 from ..files import write_text_atomic
 from ..progress import Progress
 
-from .images import check_image, load_rgb
+from .storable import check_image, load_rgb
 from .reader import fingerprint, image_digests
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
