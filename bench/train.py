@@ -82,13 +82,16 @@ def prepare(folder, spec):
     folder.mkdir(parents=True, exist_ok=True)
     _, beton = common.synthetic_beton(folder, spec.images, spec.size, spec.classes,
                                       max(spec.workers, 2))
+    from pct_pipeline.dataset import BetonInfo
+
+    classes = BetonInfo(beton).classes  # the teachers' labels are the data's classes
     paths = []
     for m in range(spec.ensemble):
         torch.manual_seed(1000 + m)
         model = models.build_model(spec.teacher, spec.classes)
         paths.append(folder / f"teacher{m}.pt")
         models.save_atomic({"model": model.state_dict(), "arch": spec.teacher,
-                            "num_classes": spec.classes}, paths[-1])
+                            "num_classes": spec.classes, "classes": classes}, paths[-1])
     return beton, paths
 
 

@@ -95,10 +95,12 @@ class EpochTargets:
         try:
             shared = SharedView(key, (self.store.num_samples, out.shape[1]), out.numpy().dtype)
             lo, hi = part_bounds(self.store, self.node.local_rank, self.node.local_world)
-            step = self.store.shard_rows  # one read per shard: its chunks fetched concurrently
-            for a in range(lo, hi, step):
-                b = min(a + step, hi)
+            step = self.store.shard_rows  # one read per shard (its chunks fetched
+            a = lo                         # concurrently), cut at shard boundaries so that no
+            while a < hi:                  # shard object is fetched twice
+                b = min((a // step + 1) * step, hi)
                 shared.array[a:b] = self._read(name, a, b)
+                a = b
         except (PctError, ValueError, OSError) as exc:
             problem = exc
         try:
@@ -170,8 +172,9 @@ def check_finite_rows(store, name, view, lo, rows):
 
 
 def part_bounds(store, part, parts):
-    """Rows [lo, hi) of part `part` of `parts` of a view: contiguous runs of whole chunks."""
-    chunks = -(-store.num_samples // store.chunk_rows)
-    lo = part * chunks // parts * store.chunk_rows
-    hi = (part + 1) * chunks // parts * store.chunk_rows
+    """Rows [lo, hi) of part `part` of `parts` of a view: contiguous runs of whole shards (a
+    shard is one stored object, fetched and checked whole, so no two parts share one)."""
+    shards = -(-store.num_samples // store.shard_rows)
+    lo = part * shards // parts * store.shard_rows
+    hi = (part + 1) * shards // parts * store.shard_rows
     return min(lo, store.num_samples), min(hi, store.num_samples)
