@@ -105,7 +105,8 @@ def worker(args):
     import torch
 
     from pct_pipeline import distributed, store
-    from pct_pipeline.predictions import own_rows, validate, write_predictions
+    from pct_pipeline.predictions import own_rows, write_predictions
+    from pct_pipeline.train.watch import validate
     from pct_pipeline.train.join import EpochTargets
 
     torch.set_num_threads(1)
@@ -168,7 +169,7 @@ def validation(args, d, own_rows, validate, write_predictions):
 
     output = Output(args.predictions, info, c, ViewSpec.centre(224), {})
     written = write_predictions(output, batches(), rows, d, "synthetic")
-    return {"val_top1": counts["top1"], "written_top1": written["top1"], "val_rows": len(rows),
+    return {"val_top1": counts["val_top1"], "written_top1": written["top1"], "val_rows": len(rows),
             "peak": max(peak[0], current_rss_bytes())}
 
 

@@ -71,19 +71,6 @@ def topk_correct(logits, labels, k=5):
     return hits[:, 0].sum().double(), hits.any(dim=1).sum().double()
 
 
-def validate(batches, d):
-    """{'top1', 'top5'} over all processes' rows: counts summed by one all_reduce.
-
-    batches: (logits [B, C], labels [B], indices [B]) of this process's rows, as `predict`
-    yields them."""
-    top1 = top5 = seen = 0.0
-    for logits, labels, _ in batches:
-        a, b = topk_correct(logits, labels)
-        top1, top5, seen = top1 + a.item(), top5 + b.item(), seen + len(labels)
-    top1, top5, seen = distributed.all_sum([top1, top5, seen], d.device)
-    return {"top1": top1 / max(seen, 1), "top5": top5 / max(seen, 1)}
-
-
 @dataclass(frozen=True)
 class Output:
     """A predictions store to write: `path` (a path or URL), the validation `data` (a

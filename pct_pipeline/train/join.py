@@ -95,12 +95,10 @@ class EpochTargets:
         try:
             shared = SharedView(key, (self.store.num_samples, out.shape[1]), out.numpy().dtype)
             lo, hi = part_bounds(self.store, self.node.local_rank, self.node.local_world)
-            step = self.store.shard_rows  # one read per shard (its chunks fetched
-            a = lo                         # concurrently), cut at shard boundaries so that no
-            while a < hi:                  # shard object is fetched twice
-                b = min((a // step + 1) * step, hi)
+            step = self.store.shard_rows  # one read per shard: its chunks fetched concurrently
+            for a in range(lo, hi, step):  # (lo is a shard's first row: part_bounds)
+                b = min(a + step, hi)
                 shared.array[a:b] = self._read(name, a, b)
-                a = b
         except (PctError, ValueError, OSError) as exc:
             problem = exc
         try:
