@@ -33,6 +33,24 @@ def line_seconds():
     return seconds
 
 
+def note(message, dist):
+    """A one-line note on process 0's stdout (stderr stays for the one-line errors); `dist`:
+    the process's distributed.Dist."""
+    if dist.is_main:
+        print(f"pct: note: {message}", flush=True)
+
+
+def note_upsampling(what, resolution, info, dist):
+    """A note when views of side `resolution` (the option `what` sets) are larger than the
+    longest image side of the data `info` (a dataset.BetonInfo): every image is then enlarged
+    (a crop is never larger than its image), which costs time and adds no detail."""
+    largest = int(max(info.heights.max(), info.widths.max())) if len(info.heights) else 0
+    if largest and resolution > largest:
+        note(f"{what} {resolution} is above the largest image side of {info.path} "
+             f"({largest} px): every image is enlarged at least {resolution / largest:.1f}-fold",
+             dist)
+
+
 def clock(seconds):
     """A duration as tqdm shows it ('MM:SS', or 'H:MM:SS' from an hour on), '?' when unknown
     (None or not finite)."""

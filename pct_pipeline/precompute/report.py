@@ -8,12 +8,7 @@ import numpy as np
 
 from .. import distributed, store
 from ..errors import PctError
-
-
-def note(message, dist):
-    """A one-line note on process 0's stdout (stderr stays for the one-line errors)."""
-    if dist.is_main:
-        print(f"pct: note: {message}", flush=True)
+from ..progress import note, note_upsampling
 
 
 def fit_to_data(cfg, info, dist):
@@ -26,11 +21,7 @@ def fit_to_data(cfg, info, dist):
         note(f"--batch-size {cfg.batch_size} is more than the {n} samples of {info.path}; "
              f"using --batch-size {n}", dist)
         cfg = replace(cfg, batch_size=n)
-    largest = int(max(info.heights.max(), info.widths.max())) if n else 0
-    if largest and cfg.spec.resolution > largest:
-        note(f"--resolution {cfg.spec.resolution} is above the largest image side of "
-             f"{info.path} ({largest} px): every image is enlarged at least "
-             f"{cfg.spec.resolution / largest:.1f}-fold", dist)
+    note_upsampling("--resolution", cfg.spec.resolution, info, dist)
     return cfg
 
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .. import classes, distributed, models
+from .. import classes, distributed, models, progress
 from ..errors import PctError
 from ..losses import MODES
 from ..predictions import make_loader, own_rows
 from ..views import ViewSpec, trained_eval_view
 from .run_folder import trained_config
 from .teachers import CachedTeachers, OnlineTeachers, check_codec, fidelity_warning
-from .watch import note
+from ..progress import note
 
 
 def make_val_loader(cfg, val_info, num_classes, d):
@@ -95,16 +95,9 @@ def fit_to_data(cfg, train_info, d):
 
 
 def note_upsampling(cfg, train_info, val_info, d):
-    """A note for each of the training and validation views whose side is larger than the
-    longest image side of its data: every image is then enlarged (a crop is never larger
-    than its image), which costs time and adds no detail."""
-    for spec, info, what in ((cfg.views, train_info, "--resolution"),
-                             (cfg.val_views, val_info, "the validation resolution")):
-        largest = int(max(info.heights.max(), info.widths.max())) if len(info.heights) else 0
-        if largest and spec.resolution > largest:
-            note(f"{what} {spec.resolution} is above the largest image side of {info.path} "
-                 f"({largest} px): every image is enlarged at least "
-                 f"{spec.resolution / largest:.1f}-fold", d)
+    """A note for each of the training and validation views larger than its data's images."""
+    progress.note_upsampling("--resolution", cfg.views.resolution, train_info, d)
+    progress.note_upsampling("the validation resolution", cfg.val_views.resolution, val_info, d)
 
 
 def check_same_classes(train_info, val_info):

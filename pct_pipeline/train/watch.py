@@ -10,7 +10,6 @@ gathered. Top-1 is the argmax with ties to the lowest class index, the rule of `
 so the numbers equal what `pct analyze OLD.zarr RUN/predictions.zarr` reports for the same
 weights.
 """
-import sys
 
 import numpy as np
 import torch
@@ -149,9 +148,3 @@ def open_board(cfg, out, start_epoch, d):
     if not (cfg.tensorboard and d.is_main):
         return None
     return Board(out, start_epoch)
-
-
-def note(message, d):
-    """A one-line note on process 0's stdout (stderr stays for the one-line errors)."""
-    if d.is_main:
-        print(f"pct: note: {message}", file=sys.stdout, flush=True)
